@@ -1,0 +1,1 @@
+"""Reading, cleaning, indexing and splitting event logs."""

@@ -1,0 +1,37 @@
+"""The canonical event schema: column names and reserved indices, defined once.
+
+``*_id`` columns hold the user's external ids (always strings here), ``*_idx`` columns hold our dense
+internal indices. Index 0 is padding everywhere (:data:`PAD_IDX`), so real users/items/behaviours start at 1.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Canonical event columns (external ids).
+USER_ID: Final = "user_id"
+ITEM_ID: Final = "item_id"
+TIMESTAMP: Final = "timestamp"
+BEHAVIOR: Final = "behavior"
+VALUE: Final = "value"
+EVENT_COLUMNS: Final = (USER_ID, ITEM_ID, TIMESTAMP, BEHAVIOR, VALUE)
+
+# Bookkeeping columns carried from reading to cleaning.
+LINE: Final = "line"  # 1-based line number in the source file (row number for DataFrames)
+REASON: Final = "reason"  # why a row was rejected or removed
+RAW: Final = "raw"  # the offending raw text, when there is one
+
+# Internal index columns of a prepared dataset.
+USER_IDX: Final = "user_idx"
+ITEM_IDX: Final = "item_idx"
+BEHAVIOR_IDX: Final = "behavior_idx"
+SPLIT: Final = "split"
+
+DEFAULT_BEHAVIOR: Final = "interact"
+PAD_IDX: Final = 0
+
+# Split codes stored per event in a prepared dataset.
+TRAIN: Final = 0
+VALID: Final = 1
+TEST: Final = 2
+SPLIT_NAMES: Final = ("train", "valid", "test")
