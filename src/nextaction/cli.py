@@ -1,0 +1,289 @@
+"""The ``nextaction`` command line. Each command parses options, calls one library function, prints.
+
+Exit codes: 0 ok, 2 bad input (one line on stderr, no traceback), 1 internal error (a bug: please report).
+Set NEXTACTION_DEBUG=1 to see the traceback of an internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nextaction.errors import InputError
+
+app = typer.Typer(
+    help="nextaction: predict what users do next, from event log to served prediction.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="Public datasets: list and download.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+out = Console()
+err = Console(stderr=True)
+
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", "-f", help="csv, tsv, parquet, jsonl, sequences, movielens, retailrocket, taobao, "
+                 "otto (detected when left out)"),
+]
+MapOpt = Annotated[
+    str | None,
+    typer.Option("--map", help="column mapping, e.g. user=visitorid,item=itemid,time=ts,behavior=event"),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a config value: section.key=value (repeatable)"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
+
+
+def parse_mapping(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    mapping: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--map expects key=column pairs like user=visitorid,item=itemid; got {part!r}")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+# ---- prepare -----------------------------------------------------------------------------------------
+
+
+@app.command()
+def prepare(
+    events: Annotated[str, typer.Argument(help="event log: file, or folder for --format movielens")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="output dataset directory")],
+    items: Annotated[str | None, typer.Option("--items", help="item table (CSV/TSV/Parquet keyed by item_id)")] = None,
+    format: FormatOpt = None,
+    map: MapOpt = None,
+    sep: Annotated[str | None, typer.Option("--sep", help="field separator for delimited text")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file with a [prepare] table")] = None,
+    set_: SetOpt = None,
+    split: Annotated[str | None, typer.Option("--split", help="auto, leave_one_out, temporal or none")] = None,
+    target_behavior: Annotated[str | None, typer.Option("--target-behavior", help="e.g. buy")] = None,
+    min_user_events: Annotated[int | None, typer.Option(help="iterative k-core: min events per user")] = None,
+    min_item_events: Annotated[int | None, typer.Option(help="iterative k-core: min events per item")] = None,
+    max_seq_len: Annotated[int | None, typer.Option(help="keep each user's most recent N events")] = None,
+    dedup_window: Annotated[float | None, typer.Option(help="drop repeats of (user,item,behavior) within N s")] = None,
+    keep_behaviors: Annotated[str | None, typer.Option(help="whitelist, e.g. view,cart,buy")] = None,
+    rename: Annotated[str | None, typer.Option(help="behaviour renames, e.g. addtocart=cart,transaction=buy")] = None,
+    value_rule: Annotated[str | None, typer.Option(help="value to behaviour, e.g. 'value>=4:like,else:watch'")] = None,
+    pseudonymize: Annotated[bool, typer.Option(help="HMAC user ids (key from NEXTACTION_HMAC_KEY)")] = False,
+    strict: Annotated[bool, typer.Option(help="any rejected row is an error (exit 2)")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Read, clean, index and split an event log into a prepared dataset directory."""
+    from nextaction.config import load_sections
+    from nextaction.data.prepare import PrepareConfig, report_tables
+    from nextaction.workflow import prepare_source
+
+    opts = load_sections(config, set_ or [], sections=("prepare",))["prepare"]
+    flags: dict[str, dict[str, Any]] = {
+        "split": {"kind": split, "target_behavior": target_behavior},
+        "filters": {"min_user_events": min_user_events, "min_item_events": min_item_events,
+                    "max_seq_len": max_seq_len},
+        "dedup": {"window_seconds": dedup_window},
+        "behaviors": {
+            "keep": keep_behaviors.split(",") if keep_behaviors else None,
+            "aliases": parse_mapping(rename),
+            "value_rule": value_rule,
+        },
+        "pseudonymize": {"enabled": True} if pseudonymize else {},
+    }
+    for section, values in flags.items():
+        given = {k: v for k, v in values.items() if v is not None}
+        if given:
+            opts.setdefault(section, {}).update(given)
+    if strict:
+        opts["strict"] = True
+    cfg = PrepareConfig.from_dict(opts)
+    with err.status("preparing …") as status:
+        result = prepare_source(events, format=format, mapping=parse_mapping(map), separator=sep, items=items,
+                                config=cfg, progress=lambda msg: status.update(msg))
+        result.dataset.save(out_dir, rejects=result.rejects)
+    if json_:
+        _print_json(result.dataset.report)
+        return
+    for table in report_tables(result.dataset.report):
+        out.print(table)
+    out.print(f"[green]wrote[/green] {out_dir} (report.json, rejects.csv, events.parquet, seq_*.npy)")
+
+
+# ---- datasets ----------------------------------------------------------------------------------------
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """List the datasets `nextaction datasets download` knows."""
+    from nextaction.data.download import DATASETS
+
+    table = Table("name", "format", "url")
+    for name, spec in DATASETS.items():
+        table.add_row(name, getattr(spec, "format", ""), getattr(spec, "url", ""))
+    out.print(table)
+
+
+@datasets_app.command("download")
+def datasets_download(
+    name: Annotated[str, typer.Argument(help="dataset name (see `nextaction datasets list`)")],
+    cache_dir: Annotated[Path | None, typer.Option(help="cache folder (default ~/.cache/nextaction)")] = None,
+) -> None:
+    """Download a public dataset into the cache (checksummed) and print its path."""
+    from nextaction.data.download import download
+
+    path = download(name, cache_dir=cache_dir)
+    out.print(str(path))
+
+
+# ---- train / evaluate / recommend --------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    source: Annotated[str, typer.Argument(help="raw event log or a prepared dataset directory")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="model directory to write")],
+    format: FormatOpt = None,
+    map: MapOpt = None,
+    items: Annotated[str | None, typer.Option("--items", help="item table")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML with [model], [train], [prepare]")] = None,
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Train the next-action transformer; keeps the best checkpoint by validation NDCG@10."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from nextaction.workflow import train_model
+
+    with Progress(
+        TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[eps]:,.0f} events/s"), TimeRemainingColumn(), console=err, transient=True,
+    ) as bar:
+        task = bar.add_task("train", total=1, epoch=1, loss=0.0, eps=0.0)
+        state = {"epoch": 1}
+
+        def on_step(i: int, n: int, loss: float, eps: float) -> None:
+            bar.update(task, completed=i, total=n, epoch=state["epoch"], loss=loss, eps=eps)
+
+        def on_epoch(rec: dict[str, Any]) -> None:
+            state["epoch"] = rec["epoch"] + 1
+            valid = f"  valid NDCG@10 {rec['valid_NDCG@10']:.4f}" if "valid_NDCG@10" in rec else ""
+            err.print(f"epoch {rec['epoch']:>3}  loss {rec['loss']:.4f}  {rec['epoch_s']:.1f}s  "
+                      f"{rec['events_per_s']:,} events/s{valid}")
+
+        result = train_model(source, out_dir, format=format, mapping=parse_mapping(map), items=items,
+                             config_path=config, sets=set_ or [], resume=resume, log=err.print,
+                             on_epoch=on_epoch, progress=on_step)
+    if json_:
+        _print_json(result)
+    else:
+        _metrics_table(result, title=f"test metrics ({out_dir})")
+
+
+def _metrics_table(result: dict[str, Any], *, title: str) -> None:
+    table = Table(title=title)
+    rows = {"nextaction": result["metrics"], **result.get("baselines", {})}
+    keys = ["HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20", "coverage@10"]
+    table.add_column("model")
+    for k in keys:
+        table.add_column(k, justify="right")
+    for name, m in rows.items():
+        table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in keys))
+    out.print(table)
+    p = result["protocol"]
+    out.print(f"protocol: {p['split']} split ({p['split_kind']}), {p['candidates']}, exclude_seen="
+              f"{p['exclude_seen']}, ties {p['ties']}, {p['users_evaluated']} users, data {p['dataset_fingerprint']}")
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
+    split: Annotated[str, typer.Option(help="test or valid")] = "test",
+    baselines: Annotated[bool, typer.Option(help="also evaluate the baselines with the same code")] = False,
+    exclude_seen: Annotated[bool | None, typer.Option(help="override the model's default")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Full-ranking evaluation (HR, NDCG, MRR, Recall @5/10/20, coverage) with the protocol recorded."""
+    from nextaction.workflow import evaluate_dir
+
+    result = evaluate_dir(model_dir, split=split, baselines=baselines, exclude_seen=exclude_seen)
+    if json_:
+        _print_json(result)
+    else:
+        _metrics_table(result, title=f"{split} metrics ({model_dir})")
+
+
+@app.command()
+def recommend(
+    model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
+    user: Annotated[str, typer.Option("--user", help="user id from the training data")],
+    k: Annotated[int, typer.Option("--k", help="how many items")] = 10,
+    split: Annotated[str, typer.Option(help="history up to this split's target: test, valid or all")] = "all",
+    json_: JsonOpt = False,
+) -> None:
+    """Top-k next items for a known user, from their history."""
+    from nextaction.predictor import Predictor
+
+    p = Predictor.load(model_dir)
+    recs = p.recommend(p.history(user, split=split), k=k)
+    if json_:
+        _print_json({"user": user, "items": [{"item_id": i, "score": s} for i, s in recs]})
+        return
+    table = Table("rank", "item_id", "score", title=f"next items for user {user}")
+    for r, (item, score) in enumerate(recs, 1):
+        table.add_row(str(r), item, f"{score:.3f}")
+    out.print(table)
+
+
+# ---- demo --------------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="where to write the demo's files")] = Path("runs/demo"),
+    events: Annotated[int, typer.Option(help="synthetic events to generate")] = 200_000,
+) -> None:
+    """Generate a synthetic shop log, prepare it, train, evaluate against baselines, recommend."""
+    from nextaction.demo import run_demo
+
+    run_demo(out_dir, n_events=events, console=out)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except InputError as e:
+        err.print(f"[red]error:[/red] {e.one_line()}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click's usage errors and our bugs
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        if os.environ.get("NEXTACTION_DEBUG"):
+            raise
+        err.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (a bug in nextaction: please report it; "
+                  "NEXTACTION_DEBUG=1 shows the traceback)", highlight=False, soft_wrap=True)
+        sys.exit(1)

@@ -1,0 +1,82 @@
+"""Next-item losses: pure functions of user states, item embeddings and targets.
+
+Shapes: P flattened real positions (padding already removed), D dim, I = n_items + 1 embedding rows
+(row 0 is padding), S sampled negatives.
+
+- ``full_softmax``: cross-entropy over the whole catalogue. Best accuracy while P x I logits fit in memory.
+- ``sampled_softmax``: softmax over the target, in-batch targets and S shared sampled negatives, each logit
+  corrected by -log q(item) (logQ) so the sampled objective estimates the full one; for large catalogues.
+- ``bce`` / ``gbce``: one sampled negative per positive (SASRec's original loss) and its calibrated
+  generalisation gBCE (Petrov & Macdonald, 2023), which sharpens the positive's probability by beta.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def full_softmax(states: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """states: (P, D); item_emb: (I, D); targets: (P,) long in 1..I-1. Mean cross-entropy."""
+    logits = states @ item_emb.T  # (P, I)
+    logits[:, 0] = float("-inf")  # padding is never a target
+    return F.cross_entropy(logits.float(), targets)
+
+
+def sampled_softmax(
+    states: torch.Tensor,
+    item_emb: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    log_q: torch.Tensor,
+) -> torch.Tensor:
+    """Softmax over [target | S shared negatives], with logQ correction.
+
+    negatives: (S,) long item indices drawn from q; log_q: (I,) log sampling probability of every item.
+    A negative that equals the row's target is masked out (it is not a negative for that row).
+    """
+    pos = (states * item_emb[targets]).sum(-1, keepdim=True) - log_q[targets][:, None]  # (P, 1)
+    neg = states @ item_emb[negatives].T - log_q[negatives][None, :]  # (P, S)
+    neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+    logits = torch.cat([pos, neg], dim=1).float()
+    return F.cross_entropy(logits, torch.zeros_like(targets))
+
+
+def gbce(
+    states: torch.Tensor,
+    item_emb: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    *,
+    beta: float = 1.0,
+) -> torch.Tensor:
+    """Generalised binary cross-entropy with negatives (P, S) sampled uniformly from I - 1 items.
+
+    beta = 1 is plain BCE. Otherwise the positive logit s becomes log(sigmoid(s)^beta) as in gSASRec, with
+    beta = alpha * (t * (1 - 1/alpha) + 1/alpha), t = calibration strength, alpha = S / (I - 1).
+    """
+    pos = (states * item_emb[targets]).sum(-1)  # (P,)
+    neg = torch.einsum("pd,psd->ps", states, item_emb[negatives])  # (P, S)
+    pos_loss = -beta * F.logsigmoid(pos.float())
+    neg_loss = -F.logsigmoid(-neg.float()).sum(-1)
+    return (pos_loss + neg_loss).mean()
+
+
+def gbce_beta(n_negatives: int, n_items: int, t: float = 0.75) -> float:
+    """gSASRec's beta for S negatives out of n_items and calibration t in [0, 1]."""
+    alpha = n_negatives / max(n_items - 1, 1)
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+def bce(states: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """SASRec's original loss: one (or S) uniformly sampled negatives per positive, binary cross-entropy."""
+    return gbce(states, item_emb, targets, negatives, beta=1.0)
+
+
+def uniform_log_q(n_items: int) -> torch.Tensor:
+    """log q for uniform sampling over real items 1..n_items; row 0 (padding) is -inf."""
+    lq = torch.full((n_items + 1,), -math.log(n_items))
+    lq[0] = float("-inf")
+    return lq

@@ -1,0 +1,173 @@
+"""The next-action transformer: a causal decoder over a user's event sequence.
+
+One position per event. Its input vector is the sum of four embeddings:
+
+    item (what) + behaviour (how: view/cart/buy …) + time gap (when, relative to the previous event)
+    + position (where in the sequence, counted from the oldest event kept)
+
+and the output at position t is a user state ``h_t`` that scores every catalogue item as the event at t+1
+by a dot product with the (tied) item embeddings. There are no per-user parameters: a user *is* their
+history, so unseen users are served without retraining and forgetting a user means deleting their events.
+
+Shapes use fixed letters: B batch, L sequence length, D model dim, H heads, N candidate items.
+
+Design choices, each kept because it measured better or cheaper (see BENCHMARKS.md):
+- Right padding plus a causal mask: real positions never see padding (it lies in their future), so no key
+  padding mask is needed and SDPA takes its fused ``is_causal`` path.
+- Positions count from the start, not from the end as in SASRec: counting from the end would let a new
+  event change the position ids — and so the outputs — of all earlier events, breaking causality.
+- Pre-LayerNorm blocks with a final LayerNorm: stable without warm-up tricks at small batch sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAD = 0  # padding index for items, behaviours and time buckets (same value as data.schema.PAD_IDX)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    n_items: int  # real catalogue items; embedding rows = n_items + 1 (row 0 is padding)
+    n_behaviors: int  # behaviour vocabulary size including padding
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    ffn_mult: int = 4
+    dropout: float = 0.3
+    attn_dropout: float = 0.0
+    max_len: int = 50
+    time_buckets: int = 32  # log2-second gap buckets; 0 = padding, 1 = no previous event
+    tie_weights: bool = True
+
+
+def time_gap_buckets(timestamps_ms: torch.Tensor, mask: torch.Tensor, n_buckets: int) -> torch.Tensor:
+    """Bucket the gap to the previous event: 1 for the first event, then 2 + floor(log2(1 + gap seconds)).
+
+    timestamps_ms: (B, L) int64; mask: (B, L) bool, True on real events. Returns (B, L) long, 0 on padding.
+    """
+    gaps = (timestamps_ms[:, 1:] - timestamps_ms[:, :-1]).clamp(min=0).double() / 1000.0
+    buckets = 2 + torch.floor(torch.log2(1.0 + gaps)).long()
+    buckets = buckets.clamp(max=n_buckets - 1)
+    first = torch.ones_like(timestamps_ms[:, :1])
+    return torch.cat([first, buckets], dim=1) * mask
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
+        self.proj = nn.Linear(cfg.dim, cfg.dim)
+        self.attn_dropout = cfg.attn_dropout
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)
+        # (B, L, D) -> (B, H, L, D/H)
+        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        y = y.transpose(1, 2).reshape(B, L, D)
+        return self.drop(self.proj(y))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(cfg.dim, cfg.ffn_mult * cfg.dim)
+        self.down = nn.Linear(cfg.ffn_mult * cfg.dim, cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.down(F.gelu(self.up(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.dim)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.dim)
+        self.ffn = FeedForward(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.ffn(self.ln2(x))
+
+
+class NextActionModel(nn.Module):
+    """Causal transformer that maps an event sequence to one user state per position."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=PAD)
+        self.behavior_emb = nn.Embedding(cfg.n_behaviors, cfg.dim, padding_idx=PAD)
+        self.time_emb = nn.Embedding(cfg.time_buckets, cfg.dim, padding_idx=PAD)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.ln_f = nn.LayerNorm(cfg.dim)
+        # Untied output embeddings are an option; tying halves the parameters and generalises better on
+        # sparse catalogues, where most items are seen only a handful of times.
+        self.out_emb = None if cfg.tie_weights else nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=PAD)
+        self.apply(self._init_weights)
+        # GPT-2's scaled init for residual projections keeps the residual stream's variance flat in depth.
+        for name, p in self.named_parameters():
+            if name.endswith(("proj.weight", "down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def output_embeddings(self) -> torch.Tensor:
+        """(n_items + 1, D) item vectors used for scoring; row 0 is padding."""
+        return (self.out_emb or self.item_emb).weight
+
+    def forward(self, items: torch.Tensor, behaviors: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
+        """items, behaviors: (B, L) long, right-padded with 0; timestamps: (B, L) int64 ms.
+
+        Returns (B, L, D) user states; row t summarises events 0..t and scores the event at t+1.
+        """
+        L = items.shape[1]
+        if self.cfg.max_len < L:
+            raise ValueError(f"sequence length {L} exceeds max_len {self.cfg.max_len}")
+        mask = items != PAD
+        gaps = time_gap_buckets(timestamps, mask, self.cfg.time_buckets)
+        pos = torch.arange(L, device=items.device)
+        x = self.item_emb(items) + self.behavior_emb(behaviors) + self.time_emb(gaps) + self.pos_emb(pos)
+        x = self.drop(x * mask.unsqueeze(-1))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x)
+
+    def last_state(
+        self, items: torch.Tensor, behaviors: torch.Tensor, timestamps: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, D) state after each row's last real event (rows must hold at least one event)."""
+        h = self.forward(items, behaviors, timestamps)
+        last = (items != PAD).sum(dim=1).clamp(min=1) - 1
+        return h[torch.arange(h.shape[0]), last]
+
+    def score_all(self, states: torch.Tensor) -> torch.Tensor:
+        """(B, D) states -> (B, n_items + 1) scores over the whole catalogue; column 0 is -inf."""
+        scores = states @ self.output_embeddings().T
+        scores[:, PAD] = float("-inf")
+        return scores

@@ -1,0 +1,134 @@
+"""The user-facing, stateful predictor: load a model directory, then recommend and score.
+
+    from nextaction import Predictor
+    p = Predictor.load("m")
+    p.recommend(p.history("42"), k=10)      # [(item_id, score), …] best first
+    p.recommend(["B001", "B002"], k=5)      # bare item ids are a history too
+    p.score([{"item_id": "B001", "behavior": "view"}], ["B003", "B004"])
+
+A history is a list of events, oldest first: dicts with ``item_id`` and optional ``behavior`` and
+``timestamp`` (epoch milliseconds), or bare item ids. Items the model has never seen are skipped (they carry
+no learned signal) and listed in :attr:`Predictor.last_unknown`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nextaction.batches import from_lists
+from nextaction.checkpoint import load_model
+from nextaction.data.dataset import PreparedDataset
+from nextaction.data.schema import BEHAVIOR, DEFAULT_BEHAVIOR, ITEM_ID, SPLIT_NAMES, TIMESTAMP
+from nextaction.errors import InputError
+from nextaction.model import NextActionModel
+from nextaction.train import score_histories
+
+Event = Mapping[str, Any] | str | int
+
+
+class Predictor:
+    """A trained model plus the vocabularies and histories it was trained with."""
+
+    def __init__(self, model: NextActionModel, config: dict[str, Any], data: PreparedDataset) -> None:
+        self.model = model
+        self.config = config
+        self.data = data
+        self._item_idx = data.item_index()
+        self._item_ids: list[str] = ["", *data.items[ITEM_ID].to_list()]  # position = item_idx
+        self._behavior_idx = {b: i for i, b in enumerate(data.behaviors) if i > 0}
+        self._user_idx: dict[str, int] | None = None
+        self.exclude_seen: bool = bool(config.get("exclude_seen", True))
+        self.last_unknown: list[str] = []
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Predictor:
+        model, config = load_model(model_dir)
+        return cls(model, config, PreparedDataset.load(Path(model_dir) / "data"))
+
+    # ---- histories ----------------------------------------------------------------------------------
+
+    def history(self, user_id: str | int, split: str = "test") -> list[dict[str, Any]]:
+        """The user's known events that precede their first ``split`` event ("test", "valid"; "all" = all)."""
+        if self._user_idx is None:
+            self._user_idx = self.data.user_index()
+        uid = str(user_id)
+        if uid not in self._user_idx:
+            raise InputError(f"unknown user '{uid}'; pass their events as a history instead")
+        seqs = self.data.seqs
+        sl = seqs.of(self._user_idx[uid])
+        split_codes = np.asarray(seqs.split[sl])
+        end = len(split_codes)
+        if split != "all":
+            if split not in SPLIT_NAMES[1:]:
+                raise InputError(f"split must be one of test, valid, all; got '{split}'")
+            hits = np.flatnonzero(split_codes == SPLIT_NAMES.index(split))
+            if len(hits):
+                end = int(hits[0])
+        items, behaviors, times = (np.asarray(a[sl])[:end] for a in (seqs.items, seqs.behaviors, seqs.timestamps))
+        return [
+            {ITEM_ID: self._item_ids[i], BEHAVIOR: self.data.behaviors[b], TIMESTAMP: int(t)}
+            for i, b, t in zip(items.tolist(), behaviors.tolist(), times.tolist(), strict=True)
+        ]
+
+    def encode(self, history: Iterable[Event]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """History events -> (item_idx, behavior_idx, timestamp ms) arrays; unknown items are skipped."""
+        items, behaviors, times, unknown = [], [], [], []
+        default_b = self._behavior_idx.get(DEFAULT_BEHAVIOR, 1)
+        for pos, ev in enumerate(history):
+            if isinstance(ev, Mapping):
+                if ITEM_ID not in ev:
+                    raise InputError(f"history event {pos} has no '{ITEM_ID}': {dict(ev)!r}")
+                item, beh, ts = str(ev[ITEM_ID]), ev.get(BEHAVIOR), ev.get(TIMESTAMP)
+            else:
+                item, beh, ts = str(ev), None, None
+            idx = self._item_idx.get(item)
+            if idx is None:
+                unknown.append(item)
+                continue
+            items.append(idx)
+            behaviors.append(self.behavior_index(beh) if beh is not None else default_b)
+            times.append(int(ts) if ts is not None else pos * 1000)
+        self.last_unknown = unknown
+        return (np.asarray(items, np.int64), np.asarray(behaviors, np.int64), np.asarray(times, np.int64))
+
+    def behavior_index(self, behavior: str) -> int:
+        if behavior not in self._behavior_idx:
+            known = ", ".join(self._behavior_idx)
+            raise InputError(f"unknown behavior '{behavior}'; the model knows: {known}")
+        return self._behavior_idx[behavior]
+
+    # ---- predictions --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def scores(self, history: Iterable[Event]) -> torch.Tensor:
+        """(n_items + 1,) scores of every catalogue item as the next event; index = item_idx."""
+        items, behaviors, times = self.encode(history)
+        batch = from_lists([items], [behaviors], [times], self.model.cfg.max_len)
+        return score_histories(self.model, batch)[0]
+
+    def recommend(
+        self, history: Iterable[Event], k: int = 10, *, exclude_seen: bool | None = None
+    ) -> list[tuple[str, float]]:
+        """Top-``k`` next items as (item_id, score), best first."""
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        history = list(history)
+        s = self.scores(history).clone()
+        s[0] = float("-inf")
+        if self.exclude_seen if exclude_seen is None else exclude_seen:
+            seen, _, _ = self.encode(history)
+            s[torch.from_numpy(seen)] = float("-inf")
+        k = min(k, int(torch.isfinite(s).sum()))
+        top = torch.topk(s, k)
+        return [(self._item_ids[i], float(v)) for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+
+    def score(self, history: Iterable[Event], item_ids: Sequence[str | int]) -> list[float]:
+        """Scores of the given items as the next event (higher = more likely); unknown items get -inf."""
+        s = self.scores(history)
+        idx = [self._item_idx.get(str(i)) for i in item_ids]
+        return [float(s[i]) if i is not None else float("-inf") for i in idx]

@@ -1,0 +1,278 @@
+"""Training: next-event prediction at every position, early stopping on validation NDCG@10.
+
+The loop is deterministic for a seed: each epoch reseeds torch and numpy from (seed, epoch), so resuming
+from the checkpoint written after epoch e replays epochs e+1… exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from nextaction import losses
+from nextaction.batches import (
+    Batch,
+    gather_padded,
+    history_batch,
+    length_batches,
+    training_sequences,
+    training_windows,
+)
+from nextaction.data.dataset import PreparedDataset, Sequences
+from nextaction.data.schema import VALID
+from nextaction.evaluate import eval_examples, rank_targets
+from nextaction.metrics import ranking_metrics
+from nextaction.model import ModelConfig, NextActionModel
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 128  # sequences (windows) per step
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to this fraction of lr
+    patience: int = 10  # epochs without a better validation NDCG@10 before stopping
+    loss: Literal["full", "sampled", "bce", "gbce"] = "full"
+    n_negatives: int = 256  # sampled / bce / gbce
+    gbce_t: float = 0.75
+    seed: int = 42
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    max_minutes: float = 0.0  # wall-clock budget for training; 0 = none
+    eval_every: int = 1
+    threads: int = 0  # torch intra-op threads; 0 = all cores
+    exclude_seen: bool | None = None  # None: on for single-behaviour logs, off otherwise
+
+
+def bf16_supported() -> bool:
+    """True on CPUs with native bf16 matmuls (AMX or AVX-512 BF16), where bf16 autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(p: str) -> Literal["bf16", "fp32"]:
+    if p == "auto":
+        return "bf16" if bf16_supported() else "fp32"
+    return "bf16" if p == "bf16" else "fp32"
+
+
+def default_exclude_seen(data: PreparedDataset) -> bool:
+    """Exclude history items from candidates for single-behaviour logs (repeats are rare and uninformative);
+    keep them for multi-behaviour logs, where buying what was carted is the main pattern."""
+    return len(data.behaviors) <= 2
+
+
+@torch.no_grad()
+def score_histories(model: NextActionModel, batch: Batch) -> torch.Tensor:
+    """(B, n_items + 1) fp32 scores after each row's history. Empty rows score from a zero state."""
+    empty = ~batch.mask.any(dim=1)
+    states = model.last_state(batch.items, batch.behaviors, batch.timestamps)
+    states = states.masked_fill(empty[:, None], 0.0)
+    return model.score_all(states)
+
+
+PAD_BUCKET = 8  # evaluation pads each history up to a multiple of this
+
+
+def length_groups(padded: np.ndarray, chunk: int) -> list[np.ndarray]:
+    """Group example indices by their padded length, at most ``chunk`` per group.
+
+    A row's padded length depends only on its own length, never on which rows share its chunk, so scores
+    (and hence metrics) do not depend on the chunk size — and short histories are not padded to long ones.
+    """
+    order = np.argsort(padded, kind="stable")
+    groups: list[np.ndarray] = []
+    for value in np.unique(padded):
+        idx = order[padded[order] == value]
+        groups += [idx[i : i + chunk] for i in range(0, len(idx), chunk)]
+    return groups
+
+
+def evaluate_model(
+    model: NextActionModel, seqs: Sequences, *, split: int, exclude_seen: bool,
+    target_behavior: int | None = None, chunk: int = 2048,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks and top-20 lists of every user's target in ``split`` (see evaluate.py for the protocol)."""
+    ex = eval_examples(seqs, split=split, target_behavior=target_behavior)
+    L = model.cfg.max_len
+    lengths = np.minimum(ex.hist_end - ex.hist_start, L)
+    padded = np.minimum(-(-np.maximum(lengths, 1) // PAD_BUCKET) * PAD_BUCKET, L)
+    was_training = model.training
+    model.eval()
+
+    def score_rows(rows: np.ndarray) -> torch.Tensor:
+        batch = history_batch(seqs, ex.hist_start[rows], ex.hist_end[rows], L, pad_to=int(padded[rows[0]]))
+        return score_histories(model, batch)
+
+    try:
+        return rank_targets(
+            score_rows, seqs, ex, exclude_seen=exclude_seen, groups=length_groups(padded, chunk)
+        )
+    finally:
+        model.train(was_training)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to min_lr_ratio * lr at ``total`` steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def step_loss(
+    model: NextActionModel, batch: Batch, cfg: TrainConfig, log_q: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, int]:
+    """Loss of one batch of windows: every position predicts the next event. Returns (loss, targets)."""
+    inputs = Batch(batch.items[:, :-1], batch.behaviors[:, :-1], batch.timestamps[:, :-1])
+    targets = batch.items[:, 1:]
+    h = model(inputs.items, inputs.behaviors, inputs.timestamps)  # (B, L, D)
+    keep = (targets != 0) & inputs.mask
+    states = h[keep]  # (P, D): only real positions reach the output layer — no padding waste
+    y = targets[keep]
+    emb = model.output_embeddings()
+    if cfg.loss == "full":
+        loss = losses.full_softmax(states, emb, y)
+    elif cfg.loss == "sampled":
+        neg = torch.randint(1, emb.shape[0], (cfg.n_negatives,), generator=gen)
+        loss = losses.sampled_softmax(states, emb, y, neg, log_q)
+    else:
+        neg = torch.randint(1, emb.shape[0], (len(y), cfg.n_negatives), generator=gen)
+        beta = 1.0 if cfg.loss == "bce" else losses.gbce_beta(cfg.n_negatives, emb.shape[0] - 1, cfg.gbce_t)
+        loss = losses.gbce(states, emb, y, neg, beta=beta)
+    return loss, len(y)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    best_ndcg: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    seconds: float = 0.0
+
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+def fit(
+    data: PreparedDataset,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    *,
+    out_dir: Path,
+    resume: bool = False,
+    on_epoch: Callback | None = None,
+    progress: Callable[[int, int, float, float], None] | None = None,
+) -> tuple[NextActionModel, TrainState]:
+    """Train on the TRAIN events of ``data``; keep the weights with the best validation NDCG@10.
+
+    Writes ``metrics.jsonl`` and a resumable state to ``out_dir`` after every epoch. ``progress(step_in_epoch,
+    steps_in_epoch, loss, events_per_s)`` is called after each step.
+    """
+    from nextaction import checkpoint  # one-way import: checkpoint depends on train's configs
+
+    precision = resolve_precision(cfg.precision)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model = NextActionModel(model_cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    state = TrainState()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume and checkpoint.has_train_state(out_dir):
+        state = checkpoint.load_train_state(out_dir, model, opt)
+    elif (out_dir / "metrics.jsonl").exists():
+        (out_dir / "metrics.jsonl").unlink()
+
+    train_seqs = training_sequences(data.seqs)
+    starts, lengths = training_windows(train_seqs, model_cfg.max_len)
+    steps_per_epoch = math.ceil(len(starts) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    log_q = losses.uniform_log_q(model_cfg.n_items)
+    exclude_seen = default_exclude_seen(data) if cfg.exclude_seen is None else cfg.exclude_seen
+    best = checkpoint.load_best_weights(out_dir) if resume and state.epoch else None
+    has_valid = bool((np.asarray(data.seqs.split) == VALID).any())
+
+    t_start = time.perf_counter() - state.seconds
+    while state.epoch < cfg.epochs and (state.bad_epochs < cfg.patience or not has_valid):
+        epoch = state.epoch
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+        rng = np.random.default_rng([cfg.seed, epoch])
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+        model.train()
+        total_loss, total_targets, t0 = 0.0, 0, time.perf_counter()
+        batches = length_batches(lengths, cfg.batch_size, rng)
+        for i, rows in enumerate(batches):
+            batch = gather_padded(train_seqs, starts[rows], lengths[rows])
+            for g in opt.param_groups:
+                g["lr"] = lr_at(state.step, total_steps, cfg)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss, n = step_loss(model, batch, cfg, log_q, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            state.step += 1
+            total_loss += float(loss.detach()) * n
+            total_targets += n
+            if progress is not None:
+                progress(i + 1, len(batches), total_loss / max(total_targets, 1),
+                         total_targets / max(time.perf_counter() - t0, 1e-9))
+        epoch_s = time.perf_counter() - t0
+        state.epoch += 1
+        record: dict[str, Any] = {
+            "epoch": state.epoch, "loss": total_loss / max(total_targets, 1), "epoch_s": round(epoch_s, 3),
+            "events_per_s": round(total_targets / max(epoch_s, 1e-9)), "lr": lr_at(state.step, total_steps, cfg),
+        }
+        if has_valid and (state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs):
+            t1 = time.perf_counter()
+            ranks, _ = evaluate_model(model, data.seqs, split=VALID, exclude_seen=exclude_seen)
+            m = ranking_metrics(ranks, ks=(10,))
+            record.update({"valid_NDCG@10": m["NDCG@10"], "valid_HR@10": m["HR@10"],
+                           "eval_s": round(time.perf_counter() - t1, 3)})
+            if m["NDCG@10"] > state.best_ndcg:
+                state.best_ndcg, state.best_epoch, state.bad_epochs = m["NDCG@10"], state.epoch, 0
+                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                state.bad_epochs += 1
+        else:
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state.best_epoch = state.epoch
+        state.seconds = time.perf_counter() - t_start
+        record["elapsed_s"] = round(state.seconds, 2)
+        _append_jsonl(out_dir / "metrics.jsonl", record)
+        checkpoint.save_train_state(out_dir, model, opt, state, best)
+        if on_epoch is not None:
+            on_epoch(record)
+        if cfg.max_minutes and state.seconds > cfg.max_minutes * 60:
+            break
+    if best is not None:
+        model.load_state_dict(best)
+    model.eval()
+    return model, state
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def config_dict(model_cfg: ModelConfig, cfg: TrainConfig) -> dict[str, Any]:
+    return {"model": asdict(model_cfg), "train": asdict(cfg)}
+

@@ -1,0 +1,192 @@
+"""The end-to-end verbs behind the CLI: prepare, train, evaluate. Thin glue over the stage modules.
+
+Each function takes plain values and returns plain results (dicts, paths), so the CLI only parses options
+and prints; the same calls are the Python API for scripts and notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from nextaction.checkpoint import load_model, save_model
+from nextaction.config import build, load_sections
+from nextaction.data.dataset import PreparedDataset
+from nextaction.data.schema import SPLIT_NAMES, TEST, VALID
+from nextaction.errors import InputError
+from nextaction.evaluate import evaluate_scorer, protocol
+from nextaction.metrics import coverage, ranking_metrics
+from nextaction.model import ModelConfig
+from nextaction.train import TrainConfig, default_exclude_seen, evaluate_model, fit, resolve_precision
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Prepared:
+    dataset: PreparedDataset
+    rejects: pl.DataFrame
+
+
+def prepare_source(
+    source: Any,
+    *,
+    format: str | None = None,
+    mapping: Mapping[str, str | None] | None = None,
+    separator: str | None = None,
+    items: str | Path | None = None,
+    config: Any = None,
+    progress: Log | None = None,
+) -> Prepared:
+    """Read an event log (and optional item table) and prepare it with ``config`` (a PrepareConfig)."""
+    from nextaction.data.prepare import PrepareConfig, prepare
+    from nextaction.data.readers import read_events, read_items
+
+    read = read_events(source, format=format, mapping=mapping, separator=separator)
+    item_table = read_items(items) if items is not None else None
+    result = prepare(read, items=item_table, config=config or PrepareConfig(), progress=progress)
+    return Prepared(result.dataset, result.rejects)
+
+
+def is_prepared_dir(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "events.parquet").is_file()
+
+
+def train_model(
+    source: str | Path,
+    out: str | Path,
+    *,
+    format: str | None = None,
+    mapping: Mapping[str, str | None] | None = None,
+    items: str | Path | None = None,
+    config_path: str | Path | None = None,
+    sets: list[str] | None = None,
+    resume: bool = False,
+    log: Log = _quiet,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[[int, int, float, float], None] | None = None,
+) -> dict[str, Any]:
+    """Prepare (if ``source`` is raw events), train, save and evaluate a model into ``out``."""
+    out = Path(out)
+    sections = load_sections(config_path, sets or [], sections=("model", "train", "prepare"))
+    train_cfg = build(TrainConfig, sections["train"], where="[train]")
+    data_dir = out / "data"
+    if resume and is_prepared_dir(data_dir):
+        data = PreparedDataset.load(data_dir)
+    elif is_prepared_dir(source):
+        if sections["prepare"]:
+            raise InputError("[prepare] settings apply to raw events, but the input is a prepared dataset")
+        data = PreparedDataset.load(source)
+        if Path(source).resolve() != data_dir.resolve():
+            shutil.rmtree(data_dir, ignore_errors=True)
+            data.save(data_dir)
+    else:
+        from nextaction.data.prepare import PrepareConfig
+
+        log(f"preparing {source} …")
+        prep_cfg = PrepareConfig.from_dict(sections["prepare"])
+        prepared = prepare_source(source, format=format, mapping=mapping, items=items, config=prep_cfg)
+        data = prepared.dataset
+        data.save(data_dir, rejects=prepared.rejects)
+        rows = data.report.get("rows", {})
+        log(f"prepared {rows.get('kept', '?')} events of {data.n_users} users and {data.n_items} items "
+            f"({rows.get('rejected', 0)} rejected, see {data_dir / 'rejects.csv'})")
+    model_cfg = build(
+        ModelConfig,
+        {"n_items": data.n_items, "n_behaviors": len(data.behaviors), **sections["model"]},
+        where="[model]",
+    )
+    precision = resolve_precision(train_cfg.precision)
+    log(f"precision: {precision} ({'native bf16 matmuls on this CPU' if precision == 'bf16' else 'fp32'})")
+    model, state = fit(data, model_cfg, train_cfg, out_dir=out, resume=resume, on_epoch=on_epoch,
+                       progress=progress)
+    exclude_seen = default_exclude_seen(data) if train_cfg.exclude_seen is None else train_cfg.exclude_seen
+    save_model(out, model, train_cfg, {
+        "exclude_seen": exclude_seen, "precision": precision,
+        "best_epoch": state.best_epoch, "epochs_run": state.epoch, "train_seconds": round(state.seconds, 1),
+        "best_valid_NDCG@10": state.best_ndcg,
+    })
+    plot_metrics(out)
+    result = evaluate_dir(out, split="test")
+    (out / "eval_test.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def evaluate_dir(
+    model_dir: str | Path, *, split: str = "test", baselines: bool = False, exclude_seen: bool | None = None
+) -> dict[str, Any]:
+    """Full-ranking evaluation of a model directory (and optionally the baselines, with the same code)."""
+    if split not in ("test", "valid"):
+        raise InputError(f"--split must be test or valid, got '{split}'")
+    code = TEST if split == "test" else VALID
+    model, config = load_model(model_dir)
+    data = PreparedDataset.load(Path(model_dir) / "data")
+    excl = bool(config.get("exclude_seen", True)) if exclude_seen is None else exclude_seen
+    import time
+
+    t0 = time.perf_counter()
+    ranks, tops = evaluate_model(model, data.seqs, split=code, exclude_seen=excl)
+    seconds = time.perf_counter() - t0
+    metrics = ranking_metrics(ranks)
+    metrics["coverage@10"] = coverage(tops[:, :10], data.n_items)
+    seed = config.get("train", {}).get("seed")
+    result: dict[str, Any] = {
+        "metrics": metrics,
+        "protocol": protocol(data, split=code, exclude_seen=excl, target_behavior=None, n_users=len(ranks),
+                             seed=seed),
+        "seconds": round(seconds, 3),
+    }
+    if baselines:
+        from nextaction.baselines import default_baselines
+
+        result["baselines"] = {
+            b.name: evaluate_scorer(b.fit(data), data, split=code, exclude_seen=excl)["metrics"]
+            for b in default_baselines(data)
+        }
+    return result
+
+
+def plot_metrics(model_dir: Path) -> Path | None:
+    """training.png: loss and validation NDCG@10 per epoch, from metrics.jsonl."""
+    path = model_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    epochs = np.array([r["epoch"] for r in rows])
+    fig, ax1 = plt.subplots(figsize=(7, 4))
+    ax1.plot(epochs, [r["loss"] for r in rows], color="tab:blue", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("train loss", color="tab:blue")
+    valid = [(r["epoch"], r["valid_NDCG@10"]) for r in rows if "valid_NDCG@10" in r]
+    if valid:
+        ax2 = ax1.twinx()
+        ax2.plot(*zip(*valid, strict=True), color="tab:orange", label="valid NDCG@10")
+        ax2.set_ylabel("valid NDCG@10 (full ranking)", color="tab:orange")
+    ax1.set_title("nextaction training")
+    fig.tight_layout()
+    out = model_dir / "training.png"
+    tmp = model_dir / ".training.png.tmp"
+    fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def split_name(code: int) -> str:
+    return SPLIT_NAMES[code]

@@ -1,0 +1,52 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+from nextaction import losses
+
+
+def setup(P=6, D=8, n_rows=21, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(P, D, generator=g), torch.randn(n_rows, D, generator=g), torch.randint(1, n_rows, (P,), generator=g)
+
+
+def test_full_softmax_matches_manual_cross_entropy():
+    h, e, y = setup()
+    logits = h @ e.T
+    logits[:, 0] = -math.inf
+    expected = -(logits.log_softmax(-1)[torch.arange(len(y)), y]).mean()
+    torch.testing.assert_close(losses.full_softmax(h, e, y), expected)
+
+
+def test_sampled_softmax_with_all_items_and_uniform_q_equals_full():
+    h, e, y = setup()
+    negatives = torch.arange(1, e.shape[0])  # every real item once
+    lq = losses.uniform_log_q(e.shape[0] - 1)
+    # uniform logQ shifts all logits equally, and the target appearing among negatives is masked out
+    torch.testing.assert_close(losses.sampled_softmax(h, e, y, negatives, lq), losses.full_softmax(h, e, y))
+
+
+def test_gbce_beta_one_is_bce():
+    h, e, y = setup()
+    neg = torch.randint(1, e.shape[0], (len(y), 3))
+    pos = (h * e[y]).sum(-1)
+    negs = torch.einsum("pd,psd->ps", h, e[neg])
+    expected = (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none")
+                + F.binary_cross_entropy_with_logits(negs, torch.zeros_like(negs), reduction="none").sum(-1)).mean()
+    torch.testing.assert_close(losses.bce(h, e, y, neg), expected)
+
+
+def test_gbce_beta_formula():
+    # with every item sampled (alpha = 1) beta is 1 whatever t
+    assert losses.gbce_beta(20, 21, t=0.75) == 1.0
+    # t = 0 gives beta = 1 (plain BCE); t = 1 gives beta = alpha
+    assert abs(losses.gbce_beta(10, 1001, t=0.0) - 1.0) < 1e-12
+    assert abs(losses.gbce_beta(10, 1001, t=1.0) - 10 / 1000) < 1e-12
+
+
+def test_losses_have_gradients():
+    h, e, y = setup()
+    h.requires_grad_(True)
+    losses.full_softmax(h, e, y).backward()
+    assert h.grad is not None and h.grad.abs().sum() > 0

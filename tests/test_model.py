@@ -1,0 +1,110 @@
+"""Masking and shape properties of the transformer (the HSTU-style contract tests)."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nextaction.model import ModelConfig, NextActionModel, time_gap_buckets
+
+
+def tiny(**kw) -> NextActionModel:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_items=30, n_behaviors=4, dim=16, n_heads=2, n_layers=2, max_len=12, dropout=0.0, **kw)
+    return NextActionModel(cfg).eval()
+
+
+def seq(items, behaviors=None, times=None):
+    n = len(items)
+    b = behaviors or [1] * n
+    t = times or [i * 1000 for i in range(n)]
+    return torch.tensor([items]), torch.tensor([b]), torch.tensor([t])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    prefix=st.lists(st.integers(1, 30), min_size=1, max_size=6),
+    future=st.lists(st.integers(1, 30), min_size=1, max_size=5),
+    other=st.lists(st.integers(1, 30), min_size=1, max_size=5),
+)
+def test_causality_future_events_never_change_earlier_outputs(prefix, future, other):
+    m = tiny()
+    with torch.no_grad():
+        a = m(*seq(prefix + future))
+        b = m(*seq(prefix + other))
+    n = len(prefix)
+    torch.testing.assert_close(a[0, :n], b[0, :n], rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(items=st.lists(st.integers(1, 30), min_size=1, max_size=8), pad=st.integers(1, 4))
+def test_padding_invariance(items, pad):
+    m = tiny()
+    n = len(items)
+    with torch.no_grad():
+        a = m(*seq(items))
+        b = m(*seq(items + [0] * pad, [1] * n + [0] * pad, [i * 1000 for i in range(n)] + [0] * pad))
+        s1 = m.last_state(*seq(items))
+        s2 = m.last_state(*seq(items + [0] * pad, [1] * n + [0] * pad, [i * 1000 for i in range(n)] + [0] * pad))
+    torch.testing.assert_close(a[0], b[0, :n], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s1, s2, rtol=1e-5, atol=1e-5)
+
+
+def reference_attention(q, k, v):
+    """Plain softmax(QK^T / sqrt(d) + causal mask) V."""
+    L = q.shape[-2]
+    att = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    mask = torch.ones(L, L, dtype=torch.bool).tril()
+    att = att.masked_fill(~mask, float("-inf")).softmax(-1)
+    return att @ v
+
+
+def test_fused_attention_equals_reference():
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(3, 2, 9, 8) for _ in range(3))
+    fused = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(fused, reference_attention(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+def test_block_attention_equals_reference_through_the_module():
+    m = tiny()
+    attn = m.blocks[0].attn
+    x = torch.randn(2, 7, 16)
+    B, L, D = x.shape
+    q, k, v = attn.qkv(x).split(D, dim=2)
+    q, k, v = (t.view(B, L, 2, D // 2).transpose(1, 2) for t in (q, k, v))
+    expected = attn.proj(reference_attention(q, k, v).transpose(1, 2).reshape(B, L, D))
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_time_gap_buckets():
+    t = torch.tensor([[0, 1000, 1000, 61_000, 0]])
+    mask = torch.tensor([[True, True, True, True, False]])
+    b = time_gap_buckets(t, mask, 32)
+    # first event 1; gap 1 s -> 2 + floor(log2 2) = 3; gap 0 -> 2; gap 60 s -> 2 + floor(log2 61) = 7; pad 0
+    assert b.tolist() == [[1, 3, 2, 7, 0]]
+
+
+def test_shapes_and_tied_scores():
+    m = tiny()
+    items, beh, ts = seq([3, 4, 5])
+    with torch.no_grad():
+        h = m(items, beh, ts)
+        s = m.score_all(m.last_state(items, beh, ts))
+    assert h.shape == (1, 3, 16)
+    assert s.shape == (1, 31)
+    assert s[0, 0] == float("-inf")
+    assert m.output_embeddings() is m.item_emb.weight
+
+
+def test_behaviour_and_time_change_the_output():
+    m = tiny()
+    with torch.no_grad():
+        a = m.last_state(*seq([3, 4], [1, 1], [0, 1000]))
+        b = m.last_state(*seq([3, 4], [1, 2], [0, 1000]))
+        c = m.last_state(*seq([3, 4], [1, 1], [0, 86_400_000]))
+    assert not torch.allclose(a, b)
+    assert not torch.allclose(a, c)
