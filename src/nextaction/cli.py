@@ -90,7 +90,7 @@ def prepare(
 ) -> None:
     """Read, clean, index and split an event log into a prepared dataset directory."""
     from nextaction.config import load_sections
-    from nextaction.data.prepare import PrepareConfig, report_tables
+    from nextaction.data.prepare import PrepareConfig, report_table
     from nextaction.workflow import prepare_source
 
     opts = load_sections(config, set_ or [], sections=("prepare",))["prepare"]
@@ -120,8 +120,7 @@ def prepare(
     if json_:
         _print_json(result.dataset.report)
         return
-    for table in report_tables(result.dataset.report):
-        out.print(table)
+    out.print(report_table(result.dataset.report))
     out.print(f"[green]wrote[/green] {out_dir} (report.json, rejects.csv, events.parquet, seq_*.npy)")
 
 
@@ -267,21 +266,15 @@ def demo(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Standalone mode: click handles --help, usage errors (exit 2) and exits with SystemExit.
+        app()
     except InputError as e:
         err.print(f"[red]error:[/red] {e.one_line()}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         err.print("aborted")
         sys.exit(130)
-    except Exception as e:  # click's usage errors and our bugs
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
+    except Exception as e:  # a bug of ours, not the user's mistake
         if os.environ.get("NEXTACTION_DEBUG"):
             raise
         err.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (a bug in nextaction: please report it; "

@@ -16,7 +16,7 @@ from nextaction.data.schema import BEHAVIOR, ITEM_ID
 
 
 def run_demo(out_dir: Path, *, n_events: int = 200_000, console: Console | None = None) -> dict:
-    from nextaction.data.prepare import report_tables
+    from nextaction.data.prepare import report_table
     from nextaction.datasets import synthetic
     from nextaction.predictor import Predictor
     from nextaction.workflow import evaluate_dir, prepare_source, train_model
@@ -33,8 +33,7 @@ def run_demo(out_dir: Path, *, n_events: int = 200_000, console: Console | None 
     con.rule("2. prepare: read, clean, index, split")
     prepared = prepare_source(events_csv, items=items_csv)
     data_dir = prepared.dataset.save(out_dir / "data", rejects=prepared.rejects)
-    for table in report_tables(prepared.dataset.report):
-        con.print(table)
+    con.print(report_table(prepared.dataset.report))
 
     con.rule("3. train the next-action transformer")
     budget = ["train.max_minutes=1.5", "train.epochs=30", "train.patience=4"]

@@ -148,13 +148,21 @@ def evaluate_dir(
         "seconds": round(seconds, 3),
     }
     if baselines:
-        from nextaction.baselines import default_baselines
-
         result["baselines"] = {
             b.name: evaluate_scorer(b.fit(data), data, split=code, exclude_seen=excl)["metrics"]
             for b in default_baselines(data)
         }
     return result
+
+
+def default_baselines(data: PreparedDataset) -> list[Any]:
+    """The reference scorers for a dataset: popularity, recency, transitions (+ repeats if multi-behaviour)."""
+    from nextaction.baselines import ItemToItem, MostPopular, RecentlyPopular, RepeatRecent
+
+    out: list[Any] = [MostPopular(), RecentlyPopular(), ItemToItem()]
+    if len(data.behaviors) > 2:
+        out.append(RepeatRecent())
+    return out
 
 
 def plot_metrics(model_dir: Path) -> Path | None:

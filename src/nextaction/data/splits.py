@@ -1,0 +1,269 @@
+"""Train/valid/test splits of a prepared event log: pure functions on the sorted index frame.
+
+The frame is sorted by (user_idx, timestamp, original row order). Each function returns one split code per
+event (``TRAIN``/``VALID``/``TEST`` from the schema, Int8) and leaves the frame alone.
+
+Leave-one-out: a user's *target* in split S is the user's first event coded S; later events coded S are
+context that happened after the target (never history for it). Without a target behaviour the test target
+is the last event and the valid target the one before. With a target behaviour ``b`` the test target is the
+user's last ``b`` event and the valid target the previous ``b`` event; events after the test target are
+TEST and events between the two targets are VALID. A target needs at least one earlier event (its
+history), so a user with one event is all TRAIN and a user with two events gets only a test target.
+
+Temporal: one global cutoff. Events at or after the test cutoff are TEST, events in the validation window
+``[valid_cutoff, test_cutoff)`` are VALID, all earlier ones TRAIN. Cutoffs are given as times or derived
+from fractions of events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import numpy as np
+import polars as pl
+
+from nextaction.data.schema import (
+    BEHAVIOR_IDX,
+    SPLIT,
+    SPLIT_NAMES,
+    TEST,
+    TIMESTAMP,
+    TRAIN,
+    USER_IDX,
+    VALID,
+)
+from nextaction.data.vocab import normalize_behavior
+from nextaction.errors import InputError
+
+SplitKind = Literal["auto", "leave_one_out", "temporal", "none"]
+SPLIT_KINDS: Final = ("auto", "leave_one_out", "temporal", "none")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitConfig:
+    """How to split. ``auto``: leave-one-out when a target behaviour is given or the log has a single
+    behaviour type, else temporal with the fractions below. ``none``: everything TRAIN.
+
+    Cutoffs (temporal only) are ISO times (``2017-12-01`` or ``2017-12-01T12:00:00+00:00``; naive means
+    UTC) or integer milliseconds since the epoch; a given cutoff wins over its fraction. The validation
+    window holds ``valid_fraction`` of all events just before the test cutoff unless ``valid_cutoff`` is set.
+    """
+
+    kind: SplitKind = "auto"
+    target_behavior: str | None = None
+    test_cutoff: str | int | None = None
+    valid_cutoff: str | int | None = None
+    test_fraction: float = 0.1
+    valid_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.kind not in SPLIT_KINDS:
+            raise InputError(f"split kind {self.kind!r} is unknown; use one of {', '.join(SPLIT_KINDS)}")
+        for name in ("test_fraction", "valid_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+                raise InputError(f"split {name} must be a number in [0, 1), got {value!r}")
+        if self.test_fraction + self.valid_fraction >= 1:
+            raise InputError("split test_fraction + valid_fraction must be below 1")
+        test_ms, valid_ms = parse_time(self.test_cutoff), parse_time(self.valid_cutoff)
+        if test_ms is not None and valid_ms is not None and valid_ms > test_ms:
+            raise InputError("split valid_cutoff must not be after test_cutoff")
+        if self.kind == "leave_one_out" and (test_ms is not None or valid_ms is not None):
+            raise InputError("split cutoffs apply to the temporal split only; drop them or use kind temporal")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SplitConfig:
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise InputError(f"unknown split option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        return cls(**data)
+
+
+def parse_time(value: str | int | None) -> int | None:
+    """ISO time or epoch milliseconds → epoch milliseconds (naive times are UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InputError(f"bad time {value!r}: give an ISO time like 2017-12-01 or epoch milliseconds")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(
+            f"bad time {value!r}: give an ISO time like 2017-12-01 or epoch milliseconds"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def iso_time(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()
+
+
+def leave_one_out(events: pl.DataFrame, *, target_behavior_idx: int | None = None) -> pl.Series:
+    """Split codes for a leave-one-out split (see module docstring); ``events`` sorted by user then time.
+
+    Plain numpy on the user runs: the frame is sorted, so each user is one contiguous run (and Polars 2.1's
+    default streaming engine gave misaligned ``over()`` results for this chain of window expressions).
+    """
+    users = events[USER_IDX].to_numpy()
+    n = len(users)
+    if n == 0:
+        return pl.Series(SPLIT, [], dtype=pl.Int8)
+    starts = np.concatenate([[0], np.flatnonzero(users[1:] != users[:-1]) + 1])
+    run = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, n)))
+    pos = np.arange(n) - starts[run]  # position within the user's sequence
+    if target_behavior_idx is None:
+        is_target = np.ones(n, dtype=bool)
+    else:
+        is_target = events[BEHAVIOR_IDX].to_numpy() == target_behavior_idx
+    # -1 = no such target; a target at position 0 has no history and is not used either.
+    test_pos = np.maximum.reduceat(np.where(is_target, pos, -1), starts)[run]
+    valid_pos = np.maximum.reduceat(np.where(is_target & (pos < test_pos), pos, -1), starts)[run]
+    codes = np.full(n, TRAIN, dtype=np.int8)
+    codes[(valid_pos >= 1) & (pos >= valid_pos)] = VALID
+    codes[(test_pos >= 1) & (pos >= test_pos)] = TEST
+    return pl.Series(SPLIT, codes, dtype=pl.Int8)
+
+
+def temporal(events: pl.DataFrame, *, test_cutoff_ms: int | None, valid_cutoff_ms: int | None) -> pl.Series:
+    """Split codes for a global temporal split; ``None`` cutoffs mean no test / no validation window."""
+    ts = pl.col(TIMESTAMP)
+    is_test = pl.lit(False) if test_cutoff_ms is None else ts >= test_cutoff_ms
+    is_valid = pl.lit(False) if valid_cutoff_ms is None else ts >= valid_cutoff_ms
+    code = (
+        pl.when(is_test)
+        .then(pl.lit(TEST, pl.Int8))
+        .when(is_valid)
+        .then(pl.lit(VALID, pl.Int8))
+        .otherwise(pl.lit(TRAIN, pl.Int8))
+    )
+    # with_columns broadcasts a literal (no cutoffs) to the frame's height; select would not.
+    return events.select(TIMESTAMP).with_columns(code.alias(SPLIT)).get_column(SPLIT)
+
+
+def fraction_cutoffs(
+    timestamps: np.ndarray, *, test_fraction: float, valid_fraction: float, test_cutoff_ms: int | None = None
+) -> tuple[int | None, int | None]:
+    """Cutoff times such that about ``test_fraction`` of events are at or after the test cutoff and
+    ``valid_fraction`` of events fall in the window before it (more when timestamps tie at a cutoff).
+
+    With ``test_cutoff_ms`` given, only the validation cutoff is derived.
+    """
+    n = len(timestamps)
+    if n == 0:
+        return test_cutoff_ms, None
+    if test_cutoff_ms is None:
+        k_test = n - round(n * test_fraction)
+        test_cutoff_ms = None if k_test >= n else _kth(timestamps, k_test)
+    else:
+        k_test = int(np.count_nonzero(timestamps < test_cutoff_ms))
+    n_valid = round(n * valid_fraction)
+    if n_valid == 0:
+        return test_cutoff_ms, None
+    return test_cutoff_ms, _kth(timestamps, max(k_test - n_valid, 0))
+
+
+def _kth(values: np.ndarray, k: int) -> int:
+    # np.partition is O(n); a full sort of 10M timestamps is not needed for one order statistic.
+    return int(np.partition(values, k)[k])
+
+
+def split_events(
+    events: pl.DataFrame, config: SplitConfig, behaviors: Sequence[str]
+) -> tuple[pl.Series, dict[str, Any]]:
+    """Apply ``config`` to the sorted index frame. Returns the split codes and what was done (for the report).
+
+    ``behaviors`` is the behaviour vocabulary (``behaviors[0] == "<pad>"``).
+    """
+    target_idx = None
+    target = None
+    if config.target_behavior is not None:
+        target = normalize_behavior(config.target_behavior)
+        if target not in behaviors[1:]:
+            raise InputError(
+                f"split target behaviour {config.target_behavior!r} is not in the data; "
+                f"the behaviours are: {', '.join(behaviors[1:])}"
+            )
+        target_idx = behaviors.index(target)
+
+    kind = config.kind
+    reason = "configured"
+    if kind == "auto":
+        if target is not None:
+            kind, reason = "leave_one_out", "auto: a target behaviour was given"
+        elif len(behaviors) - 1 <= 1:
+            kind, reason = "leave_one_out", "auto: the log has one behaviour type"
+        else:
+            kind, reason = "temporal", f"auto: the log has {len(behaviors) - 1} behaviour types"
+
+    test_ms = valid_ms = None
+    if kind == "leave_one_out":
+        codes = leave_one_out(events, target_behavior_idx=target_idx)
+    elif kind == "temporal":
+        test_ms, valid_ms = parse_time(config.test_cutoff), parse_time(config.valid_cutoff)
+        if test_ms is None or valid_ms is None:
+            test_ms, derived_valid = fraction_cutoffs(
+                events[TIMESTAMP].to_numpy(),
+                test_fraction=config.test_fraction,
+                valid_fraction=config.valid_fraction,
+                test_cutoff_ms=test_ms,
+            )
+            valid_ms = derived_valid if valid_ms is None else valid_ms
+        if valid_ms is not None and test_ms is not None and valid_ms > test_ms:
+            raise InputError(
+                f"split valid_cutoff {iso_time(valid_ms)} is after the test cutoff {iso_time(test_ms)}; "
+                "choose an earlier valid_cutoff or a smaller test_fraction"
+            )
+        codes = temporal(events, test_cutoff_ms=test_ms, valid_cutoff_ms=valid_ms)
+    else:
+        codes = pl.Series(SPLIT, np.full(events.height, TRAIN, dtype=np.int8))
+
+    info: dict[str, Any] = {
+        "kind": kind,
+        "chosen": reason,
+        "target_behavior": target,
+        "test_cutoff": iso_time(test_ms),
+        "valid_cutoff": iso_time(valid_ms),
+    }
+    if kind == "temporal":
+        info["test_fraction"] = config.test_fraction if config.test_cutoff is None else None
+        info["valid_fraction"] = config.valid_fraction if config.valid_cutoff is None else None
+        if target is not None:
+            info["note"] = "temporal split: the target behaviour does not change the split codes"
+    info.update(split_counts(events[USER_IDX], codes))
+    return codes, info
+
+
+def split_counts(users: pl.Series, codes: pl.Series) -> dict[str, dict[str, int]]:
+    """Events and distinct users per split, keyed by split name."""
+    stats = (
+        pl.DataFrame({USER_IDX: users, SPLIT: codes})
+        .group_by(SPLIT)
+        .agg(events=pl.len(), users=pl.col(USER_IDX).n_unique())
+    )
+    by_code = {row[SPLIT]: row for row in stats.iter_rows(named=True)}
+    return {
+        key: {name: int(by_code.get(code, {}).get(key, 0)) for code, name in enumerate(SPLIT_NAMES)}
+        for key in ("events", "users")
+    }
+
+
+def split_summary(info: Mapping[str, Any]) -> str:
+    """One line for logs: ``leave_one_out: train 90 / valid 5 / test 5 events``."""
+    counts = info.get("events", {})
+    parts = " / ".join(f"{name} {counts.get(name, 0)}" for name in SPLIT_NAMES)
+    extra = f" (cutoff {info['test_cutoff']})" if info.get("test_cutoff") else ""
+    return f"{info.get('kind')}: {parts} events{extra}"

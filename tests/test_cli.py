@@ -1,0 +1,112 @@
+"""The command line end to end, through the real entry point (exit codes and one-line errors included)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from nextaction.cli import main
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    old = sys.argv
+    sys.argv = ["nextaction", *argv]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.argv = old
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def write_log(path: Path, n_users: int = 40, n_items: int = 15, length: int = 8) -> Path:
+    rows = ["user_id,item_id,timestamp"]
+    for u in range(n_users):
+        for t in range(length):
+            rows.append(f"user{u},item{(u + t) % n_items},{1_700_000_000 + u * 1000 + t * 60}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_prepare_writes_report_with_balanced_accounting(tmp_path, capsys):
+    log = write_log(tmp_path / "events.csv")
+    with open(log, "a") as f:
+        f.write("userX,,1700000000\n")  # missing item: rejected, not lost
+        f.write("user0,item0,1700000000\n")  # exact duplicate of the first row
+    code, out, err = run(["prepare", str(log), "--out", str(tmp_path / "data"), "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    rows = report["rows"]
+    assert rows["read"] == 40 * 8 + 2
+    assert rows["read"] == rows["kept"] + rows["rejected"] + rows["duplicates"] + rows["filtered"]
+    assert rows["rejected"] == 1 and rows["duplicates"] == 1
+    assert report["users"] == 40 and report["items"] == 15
+    rejects = pl.read_csv(tmp_path / "data" / "rejects.csv")
+    assert rejects.height == 1 and rejects["line"][0] == 40 * 8 + 2
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["prepare", "no/such/file.csv", "--out", "x"], "no such file"),
+        (["prepare", ".", "--out", "x", "--format", "csv"], "directory"),
+        (["evaluate", "."], "not a trained model"),
+        (["train", "no/such.csv", "--out", "m"], "no such file"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert "Traceback" not in err
+    # progress lines may precede it; the error itself is exactly one line
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0].lower()
+
+
+def test_unknown_config_key_is_an_error(tmp_path, capsys):
+    log = write_log(tmp_path / "events.csv")
+    code, _, err = run(["train", str(log), "--out", str(tmp_path / "m"), "--set", "model.dimm=8"], capsys)
+    assert code == 2
+    assert "dimm" in err and "known keys" in err
+
+
+def test_train_evaluate_recommend_contract(tmp_path, capsys):
+    log = write_log(tmp_path / "events.csv")
+    model = tmp_path / "m"
+    sets = ["--set", "model.dim=16", "--set", "model.max_len=8", "--set", "train.epochs=2",
+            "--set", "train.precision=fp32"]
+    code, out, err = run(["train", str(log), "--out", str(model), *sets, "--json"], capsys)
+    assert code == 0, err
+    assert (model / "model.safetensors").is_file() and (model / "training.png").is_file()
+    assert len((model / "metrics.jsonl").read_text().splitlines()) == 2
+
+    code, out, err = run(["evaluate", str(model), "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    for key in ("HR@10", "NDCG@10", "MRR@10", "HR@5", "NDCG@5", "HR@20", "Recall@10", "coverage@10"):
+        assert 0.0 <= result["metrics"][key] <= 1.0
+    assert result["protocol"]["split"] == "test"
+    assert result["protocol"]["exclude_seen"] is True
+    assert result["protocol"]["users_evaluated"] == 40
+
+    code, out, err = run(["evaluate", str(model), "--split", "valid", "--baselines", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["baselines"]
+
+    code, out, err = run(["recommend", str(model), "--user", "user3", "--k", "5", "--json"], capsys)
+    assert code == 0, err
+    recs = json.loads(out)["items"]
+    assert len(recs) == 5
+    scores = [r["score"] for r in recs]
+    assert scores == sorted(scores, reverse=True)
+
+    code, _, err = run(["recommend", str(model), "--user", "nobody"], capsys)
+    assert code == 2 and "unknown user" in err
