@@ -116,7 +116,8 @@ def rank_targets(
             scores.scatter_(1, targets[:, None], target_scores)
         ranks[rows] = pessimistic_ranks(scores, targets).numpy()
         k = min(k_top, scores.shape[1] - 1)
-        tops[rows, :k] = torch.topk(scores, k, dim=1).indices.numpy()
+        if k > 0:  # top lists only feed coverage; validation during training skips them
+            tops[rows, :k] = torch.topk(scores, k, dim=1).indices.numpy()
     return ranks, tops
 
 

@@ -44,6 +44,7 @@ class ModelConfig:
     max_len: int = 50
     time_buckets: int = 32  # log2-second gap buckets; 0 = padding, 1 = no previous event
     tie_weights: bool = True
+    emb_init_std: float = 0.02  # item embedding init; larger starts the softmax less flat
 
 
 def time_gap_buckets(timestamps_ms: torch.Tensor, mask: torch.Tensor, n_buckets: int) -> torch.Tensor:
@@ -120,6 +121,9 @@ class NextActionModel(nn.Module):
         # sparse catalogues, where most items are seen only a handful of times.
         self.out_emb = None if cfg.tie_weights else nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=PAD)
         self.apply(self._init_weights)
+        with torch.no_grad():
+            self.item_emb.weight.normal_(0.0, cfg.emb_init_std)
+            self.item_emb.weight[PAD].zero_()
         # GPT-2's scaled init for residual projections keeps the residual stream's variance flat in depth.
         for name, p in self.named_parameters():
             if name.endswith(("proj.weight", "down.weight")):

@@ -16,15 +16,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from nextaction.checkpoint import load_model, save_model
 from nextaction.config import build, load_sections
 from nextaction.data.dataset import PreparedDataset
-from nextaction.data.schema import SPLIT_NAMES, TEST, VALID
+from nextaction.data.schema import TEST, VALID
 from nextaction.errors import InputError
-from nextaction.evaluate import evaluate_scorer, protocol
-from nextaction.metrics import coverage, ranking_metrics
-from nextaction.model import ModelConfig
-from nextaction.train import TrainConfig, default_exclude_seen, evaluate_model, fit, resolve_precision
+
+# torch-backed modules are imported inside the functions that train or score, so that `nextaction prepare`
+# starts in a fraction of a second.
 
 Log = Callable[[str], None]
 
@@ -78,6 +76,10 @@ def train_model(
     progress: Callable[[int, int, float, float], None] | None = None,
 ) -> dict[str, Any]:
     """Prepare (if ``source`` is raw events), train, save and evaluate a model into ``out``."""
+    from nextaction.checkpoint import save_model
+    from nextaction.model import ModelConfig
+    from nextaction.train import TrainConfig, default_exclude_seen, fit, resolve_precision
+
     out = Path(out)
     sections = load_sections(config_path, sets or [], sections=("model", "train", "prepare"))
     train_cfg = build(TrainConfig, sections["train"], where="[train]")
@@ -127,14 +129,19 @@ def evaluate_dir(
     model_dir: str | Path, *, split: str = "test", baselines: bool = False, exclude_seen: bool | None = None
 ) -> dict[str, Any]:
     """Full-ranking evaluation of a model directory (and optionally the baselines, with the same code)."""
+    import time
+
+    from nextaction.checkpoint import load_model
+    from nextaction.evaluate import evaluate_scorer, protocol
+    from nextaction.metrics import coverage, ranking_metrics
+    from nextaction.train import evaluate_model
+
     if split not in ("test", "valid"):
         raise InputError(f"--split must be test or valid, got '{split}'")
     code = TEST if split == "test" else VALID
     model, config = load_model(model_dir)
     data = PreparedDataset.load(Path(model_dir) / "data")
     excl = bool(config.get("exclude_seen", True)) if exclude_seen is None else exclude_seen
-    import time
-
     t0 = time.perf_counter()
     ranks, tops = evaluate_model(model, data.seqs, split=code, exclude_seen=excl)
     seconds = time.perf_counter() - t0
@@ -195,6 +202,3 @@ def plot_metrics(model_dir: Path) -> Path | None:
     tmp.replace(out)
     return out
 
-
-def split_name(code: int) -> str:
-    return SPLIT_NAMES[code]
