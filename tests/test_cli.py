@@ -110,3 +110,13 @@ def test_train_evaluate_recommend_contract(tmp_path, capsys):
 
     code, _, err = run(["recommend", str(model), "--user", "nobody"], capsys)
     assert code == 2 and "unknown user" in err
+
+
+def test_demo_runs_the_whole_path(tmp_path, capsys):
+    code, out, err = run(["demo", "--out", str(tmp_path / "demo"), "--events", "3000"], capsys)
+    assert code == 0, err
+    assert "demo finished" in out
+    for needle in ("most-popular", "item-to-item", "nextaction", "recommendations"):
+        assert needle in out
+    assert (tmp_path / "demo" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "demo" / "data" / "report.json").is_file()

@@ -32,7 +32,9 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     Forward keeps only the log-sum-exp per row; backward recomputes each chunk's logits. The two big
     matmuls run in ``matmul_dtype`` (bf16 on CPUs with AMX/AVX-512-BF16: ~10x the fp32 rate) while the
     softmax arithmetic and every accumulation stay in fp32. Small chunks stay in cache and reuse memory,
-    which is what makes the memory-bound softmax cheap on a CPU.
+    which is what makes the memory-bound softmax cheap on a CPU. Rows are padded to a whole number of
+    chunks so every matmul has one shape: oneDNN compiles a kernel per shape, and a ragged last chunk
+    would compile a new one for almost every batch.
     """
 
     @staticmethod
@@ -40,38 +42,41 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         ctx: Any, states: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, chunk: int,
         matmul_dtype: torch.dtype,
     ) -> torch.Tensor:
-        h = states.detach().to(matmul_dtype)
+        P = states.shape[0]
+        pad = -P % chunk
+        h = F.pad(states.detach(), (0, 0, 0, pad)).to(matmul_dtype)  # (P + pad, D)
+        y = F.pad(targets, (0, pad), value=1)  # padded rows score item 1; their weight is 0 below
         e = item_emb.detach().to(matmul_dtype)
-        P = h.shape[0]
-        lse = torch.empty(P, dtype=torch.float32)
-        target_logit = torch.empty(P, dtype=torch.float32)
-        for s in range(0, P, chunk):
+        lse = torch.empty(P + pad, dtype=torch.float32)
+        target_logit = torch.empty(P + pad, dtype=torch.float32)
+        for s in range(0, P + pad, chunk):
             logits = (h[s : s + chunk] @ e.T).float()  # (C, I)
             logits[:, 0] = float("-inf")
             lse[s : s + chunk] = torch.logsumexp(logits, dim=1)
-            target_logit[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None])[:, 0]
-        ctx.save_for_backward(h, e, targets, lse)
-        ctx.chunk = chunk
-        return (lse - target_logit).mean()
+            target_logit[s : s + chunk] = logits.gather(1, y[s : s + chunk, None])[:, 0]
+        ctx.save_for_backward(h, e, y, lse)
+        ctx.chunk, ctx.n_rows = chunk, P
+        return (lse[:P] - target_logit[:P]).mean()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        h, e, targets, lse = ctx.saved_tensors
-        P, chunk = h.shape[0], ctx.chunk
+        h, e, y, lse = ctx.saved_tensors
+        chunk, P = ctx.chunk, ctx.n_rows
+        weight = torch.zeros(h.shape[0], 1)
+        weight[:P] = grad.float() / P  # mean over real rows; padded rows contribute nothing
         grad_h = torch.empty(h.shape, dtype=torch.float32)
         grad_e = torch.zeros(e.shape, dtype=torch.float32)
-        scale = grad.float() / P
-        for s in range(0, P, chunk):
+        for s in range(0, h.shape[0], chunk):
             hc = h[s : s + chunk]
             logits = (hc @ e.T).float()
             logits[:, 0] = float("-inf")
-            # d loss / d logits = (softmax - onehot) / P
+            # d loss / d logits = (softmax - onehot) * weight
             p = torch.exp_(logits.sub_(lse[s : s + chunk, None]))
-            p[torch.arange(len(hc)), targets[s : s + chunk]] -= 1.0
-            p = p.mul_(scale).to(h.dtype)
+            p[torch.arange(len(hc)), y[s : s + chunk]] -= 1.0
+            p = p.mul_(weight[s : s + chunk]).to(h.dtype)
             grad_h[s : s + chunk] = (p @ e).float()
             grad_e += (p.T @ hc).float()
-        return grad_h, grad_e, None, None, None
+        return grad_h[:P], grad_e, None, None, None
 
 
 def chunked_full_softmax(

@@ -45,6 +45,7 @@ class ModelConfig:
     time_buckets: int = 32  # log2-second gap buckets; 0 = padding, 1 = no previous event
     tie_weights: bool = True
     emb_init_std: float = 0.02  # item embedding init; larger starts the softmax less flat
+    item_bias: bool = False  # a learned per-item score offset (popularity prior)
 
 
 def time_gap_buckets(timestamps_ms: torch.Tensor, mask: torch.Tensor, n_buckets: int) -> torch.Tensor:
@@ -120,6 +121,7 @@ class NextActionModel(nn.Module):
         # Untied output embeddings are an option; tying halves the parameters and generalises better on
         # sparse catalogues, where most items are seen only a handful of times.
         self.out_emb = None if cfg.tie_weights else nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=PAD)
+        self.out_bias = nn.Parameter(torch.zeros(cfg.n_items + 1)) if cfg.item_bias else None
         self.apply(self._init_weights)
         with torch.no_grad():
             self.item_emb.weight.normal_(0.0, cfg.emb_init_std)
@@ -142,8 +144,21 @@ class NextActionModel(nn.Module):
                     module.weight[module.padding_idx].zero_()
 
     def output_embeddings(self) -> torch.Tensor:
-        """(n_items + 1, D) item vectors used for scoring; row 0 is padding."""
-        return (self.out_emb or self.item_emb).weight
+        """(n_items + 1, D) item vectors used for scoring; row 0 is padding.
+
+        With ``item_bias`` the bias rides along as an extra column (D + 1), matched by a constant 1 appended
+        to every state (:meth:`output_states`), so losses and scoring stay one plain dot product.
+        """
+        w = (self.out_emb or self.item_emb).weight
+        if self.out_bias is None:
+            return w
+        return torch.cat([w, self.out_bias[:, None]], dim=1)
+
+    def output_states(self, h: torch.Tensor) -> torch.Tensor:
+        """States in the space of :meth:`output_embeddings` (appends the bias column's constant 1)."""
+        if self.out_bias is None:
+            return h
+        return torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)
 
     def forward(self, items: torch.Tensor, behaviors: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
         """items, behaviors: (B, L) long, right-padded with 0; timestamps: (B, L) int64 ms.
@@ -172,6 +187,6 @@ class NextActionModel(nn.Module):
 
     def score_all(self, states: torch.Tensor) -> torch.Tensor:
         """(B, D) states -> (B, n_items + 1) scores over the whole catalogue; column 0 is -inf."""
-        scores = states @ self.output_embeddings().T
+        scores = self.output_states(states) @ self.output_embeddings().T
         scores[:, PAD] = float("-inf")
         return scores

@@ -148,7 +148,7 @@ def step_loss(
     targets = batch.items[:, 1:]
     h = model(inputs.items, inputs.behaviors, inputs.timestamps)  # (B, L, D)
     keep = (targets != 0) & inputs.mask
-    states = h[keep]  # (P, D): only real positions reach the output layer — no padding waste
+    states = model.output_states(h[keep])  # (P, D): only real positions reach the output layer
     y = targets[keep]
     emb = model.output_embeddings()
     if cfg.loss == "full" and cfg.ce_chunk:

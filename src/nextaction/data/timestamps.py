@@ -140,6 +140,19 @@ def to_millis(values: pl.Series, *, unit: str | None = None) -> tuple[pl.Series,
     )
 
 
+def compact_integers(values: pl.Series) -> pl.Series:
+    """Text whose every value is an integer written plainly (``"1433221969"``) as ``Int64``; else as is.
+
+    For holding a big text column until it is converted: 8 bytes a value instead of 16–30. :func:`to_millis`
+    gives the same result for both, reasons included, because the text is exactly the integer's own
+    (no ``+``, leading zeros or blanks) and is quoted the same; casting back to text restores it exactly.
+    """
+    if values.dtype != pl.String:
+        return values
+    as_int = values.cast(pl.Int64, strict=False)
+    return as_int if as_int.cast(pl.String).eq_missing(values).all() else values
+
+
 def _no_reasons(n: int) -> pl.Series:
     return pl.repeat(None, n, dtype=pl.String, eager=True).alias("reason")
 
@@ -149,9 +162,11 @@ def _from_numbers(numbers: pl.Series, shown: pl.Series, unit: str | None) -> tup
     name = numbers.name
     detected = unit is None
     unit = unit or detect_unit(numbers)
-    frame = pl.DataFrame({"v": numbers, "f": numbers.cast(pl.Float64), "shown": shown.cast(pl.String)})
+    frame = pl.DataFrame({"v": numbers, "f": numbers.cast(pl.Float64), "shown": shown})
     f = pl.col("f")
-    quoted = pl.lit("timestamp '") + pl.col("shown") + pl.lit("'")
+    # Cast inside the message: reasons() builds messages for the rejected rows only, and numbers as text
+    # for a whole 10M-row column would cost seconds and hundreds of MB.
+    quoted = pl.lit("timestamp '") + pl.col("shown").cast(pl.String) + pl.lit("'")
     cases: list[tuple[pl.Expr, pl.Expr]] = [(f < 0, quoted + pl.lit(" is negative"))]
     if numbers.dtype.is_float():
         cases += [
