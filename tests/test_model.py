@@ -108,3 +108,17 @@ def test_behaviour_and_time_change_the_output():
         c = m.last_state(*seq([3, 4], [1, 1], [0, 86_400_000]))
     assert not torch.allclose(a, b)
     assert not torch.allclose(a, c)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    prefix=st.lists(st.integers(1, 30), min_size=1, max_size=5),
+    future=st.lists(st.integers(1, 30), min_size=1, max_size=4),
+)
+def test_causality_holds_for_every_layer_variant(prefix, future):
+    for kw in ({"ffn": "swiglu"}, {"gated_residual": True}, {"item_bias": True, "tie_weights": False}):
+        m = tiny(**kw)
+        with torch.no_grad():
+            a = m(*seq(prefix + future))
+            b = m(*seq(prefix + [1] * len(future)))
+        torch.testing.assert_close(a[0, : len(prefix)], b[0, : len(prefix)], rtol=1e-5, atol=1e-5)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,8 @@ class ModelConfig:
     tie_weights: bool = True
     emb_init_std: float = 0.02  # item embedding init; larger starts the softmax less flat
     item_bias: bool = False  # a learned per-item score offset (popularity prior)
+    ffn: Literal["gelu", "swiglu"] = "gelu"  # swiglu: the gated FFN of LLaMA / eSASRec
+    gated_residual: bool = False  # LiGR-style: a sigmoid gate scales each sub-layer's residual update
 
 
 def time_gap_buckets(timestamps_ms: torch.Tensor, mask: torch.Tensor, n_buckets: int) -> torch.Tensor:
@@ -84,11 +87,17 @@ class CausalSelfAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.up = nn.Linear(cfg.dim, cfg.ffn_mult * cfg.dim)
-        self.down = nn.Linear(cfg.ffn_mult * cfg.dim, cfg.dim)
+        hidden = cfg.ffn_mult * cfg.dim
+        self.swiglu = cfg.ffn == "swiglu"
+        # SwiGLU splits its up-projection into a value half and a gate half.
+        self.up = nn.Linear(cfg.dim, 2 * hidden if self.swiglu else hidden)
+        self.down = nn.Linear(hidden, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.swiglu:
+            value, gate = self.up(x).chunk(2, dim=-1)
+            return self.drop(self.down(value * F.silu(gate)))
         return self.drop(self.down(F.gelu(self.up(x))))
 
 
@@ -99,10 +108,16 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.dim)
         self.ffn = FeedForward(cfg)
+        # LiGR gates: per-position, per-channel sigmoid(W LN(x)) on each residual update.
+        self.gates = nn.ModuleList([nn.Linear(cfg.dim, cfg.dim) for _ in range(2)]) if cfg.gated_residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.ffn(self.ln2(x))
+        h = self.ln1(x)
+        update = self.attn(h)
+        x = x + (update if self.gates is None else torch.sigmoid(self.gates[0](h)) * update)
+        h = self.ln2(x)
+        update = self.ffn(h)
+        return x + (update if self.gates is None else torch.sigmoid(self.gates[1](h)) * update)
 
 
 class NextActionModel(nn.Module):
