@@ -116,9 +116,19 @@ def test_behaviour_and_time_change_the_output():
     future=st.lists(st.integers(1, 30), min_size=1, max_size=4),
 )
 def test_causality_holds_for_every_layer_variant(prefix, future):
-    for kw in ({"ffn": "swiglu"}, {"gated_residual": True}, {"item_bias": True, "tie_weights": False}):
+    for kw in ({"ffn": "swiglu"}, {"gated_residual": True}, {"item_bias": True, "tie_weights": False},
+               {"rel_pos_bias": True}):
         m = tiny(**kw)
         with torch.no_grad():
             a = m(*seq(prefix + future))
             b = m(*seq(prefix + [1] * len(future)))
         torch.testing.assert_close(a[0, : len(prefix)], b[0, : len(prefix)], rtol=1e-5, atol=1e-5)
+
+
+def test_relative_bias_reaches_attention():
+    m = tiny(rel_pos_bias=True)
+    with torch.no_grad():
+        a = m.last_state(*seq([3, 4, 5]))
+        m.rel_bias[:, 2] += 5.0  # favour the event two steps back
+        b = m.last_state(*seq([3, 4, 5]))
+    assert not torch.allclose(a, b)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nextaction.data import readers
 from nextaction.data.readers import (
     EVENTS_SCHEMA,
     MAX_LINE_BYTES,
@@ -23,7 +24,7 @@ from nextaction.data.readers import (
     read_events,
     read_items,
 )
-from nextaction.data.schema import BEHAVIOR, ITEM_ID, LINE, REASON, TIMESTAMP, USER_ID, VALUE
+from nextaction.data.schema import BEHAVIOR, ITEM_ID, LINE, RAW, REASON, TIMESTAMP, USER_ID, VALUE
 from nextaction.errors import InputError
 
 T0 = 1_433_221_969  # 2015-06-02, seconds
@@ -812,3 +813,81 @@ def test_real_otto_sample() -> None:
     assert result.events[USER_ID].n_unique() == 20
     assert result.events[ITEM_ID].n_unique() == 510
     assert dict(result.events[BEHAVIOR].value_counts().rows()) == {"clicks": 800, "carts": 52, "orders": 10}
+
+
+# ----------------------------------------------------------------------------------- reading in slices
+
+
+def read_in_slices(monkeypatch: pytest.MonkeyPatch, path: Path, rows: int, **kwargs) -> ReadResult:
+    monkeypatch.setattr(readers, "SLICE_ROWS", rows)
+    return check(read_events(path, **kwargs))
+
+
+def assert_same(a: ReadResult, b: ReadResult) -> None:
+    assert a.events.equals(b.events)
+    assert a.rejects.equals(b.rejects)
+    assert a.rows_read == b.rows_read
+    assert (a.items is None and b.items is None) or a.items.equals(b.items)  # type: ignore[union-attr]
+
+
+def test_slices_give_the_same_events_and_rejects_as_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    lines = [f"u{i % 4},i{i},{T0 + i},view,{i}" for i in range(30)]
+    lines[9] = "u1,i9"  # slice 2 (rows of 7): wrong field count
+    lines[11] = f'u1,"i,11",{T0},buy,1'  # quoted separator
+    lines[12] = f'u1,"i12,{T0},buy,1'  # unclosed quote
+    lines[16] = ""  # blank: not a row, but line numbers go on
+    lines[18] = f"u2,i18,{T0},view,abc"  # bad value
+    lines[23] = f"u3,i23,{T0 * 1000},view,1"  # slice 4: milliseconds in a column of seconds
+    lines[25] = "u3,i25,-7,view,1"
+    lines[27] = f"u3,i27,{T0},view,inf"
+    path = write(tmp_path / "e.csv", "user,item,time,behavior,value\n" + "\n".join(lines) + "\n")
+    whole = read_in_slices(monkeypatch, path, 1 << 20)
+    for rows_per_slice in (1, 7, 29):
+        assert_same(read_in_slices(monkeypatch, path, rows_per_slice), whole)
+    assert whole.rejects.select(LINE, REASON).rows() == [
+        (11, "expected 5 fields separated by ',', found 2"),
+        (14, "malformed quoting (a quote inside an unquoted field, or an unclosed quote)"),
+        (20, "value 'abc' is not a number"),
+        (25, f"timestamp '{T0 * 1000}' looks like milliseconds but the column holds seconds (mixed units)"),
+        (27, "timestamp '-7' is negative"),
+        (29, "value 'inf' is not finite"),
+    ]
+    assert whole.rejects[RAW][0] == "u1,i9"
+    assert whole.events.filter(pl.col(LINE) == 13)[ITEM_ID].to_list() == ["i,11"]
+    assert whole.events.height == 30 - 1 - 6  # the blank line is no row
+
+
+def test_the_timestamp_unit_is_decided_by_the_whole_column(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The first slice is all milliseconds, but most of the file is seconds: the first slice is the odd one.
+    lines = [f"u,i{i},{(T0 + i) * 1000}" for i in range(5)] + [f"u,i{i},{T0 + i}" for i in range(5, 20)]
+    path = write(tmp_path / "e.csv", "user,item,time\n" + "\n".join(lines) + "\n")
+    result = read_in_slices(monkeypatch, path, 5)
+    assert_same(result, read_in_slices(monkeypatch, path, 1 << 20))
+    assert result.rejects[LINE].to_list() == [2, 3, 4, 5, 6]
+    assert "looks like milliseconds but the column holds seconds" in result.rejects[REASON][0]
+
+
+def test_slices_of_plain_integers_next_to_other_text_read_as_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Slice 1 is plain integers (held compactly), slice 2 is not: the column still reads as one.
+    stamps = [str(T0 + i) for i in range(6)] + ["+5", f"00{T0}", f"{T0}.5", "nan", f" {T0}", str(T0)]
+    lines = [f"u,i{i},{ts}" for i, ts in enumerate(stamps)]
+    path = write(tmp_path / "e.csv", "user,item,time\n" + "\n".join(lines) + "\n")
+    result = read_in_slices(monkeypatch, path, 6)
+    assert_same(result, read_in_slices(monkeypatch, path, 1 << 20))
+    assert result.events.filter(pl.col(LINE) == 10)[TIMESTAMP].to_list() == [T0 * 1000 + 500]
+    assert result.rejects.select(LINE, REASON).rows() == [(11, "timestamp 'nan' is NaN")]
+
+
+def test_taobao_items_from_slices(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    lines = [f"{i % 3},{i % 5},{i % 2},pv,{T0 + i}" for i in range(17)] + ["9,9,1,pv,x", "9,9"]
+    path = write(tmp_path / "UserBehavior.csv", "\n".join(lines) + "\n")
+    result = read_in_slices(monkeypatch, path, 4)
+    assert_same(result, read_in_slices(monkeypatch, path, 1 << 20))
+    assert result.items is not None
+    assert result.items.rows() == [("0", "0"), ("1", "1"), ("2", "0"), ("3", "1"), ("4", "0"), ("9", "1")]

@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nextaction.data.timestamps import MICROS, MILLIS, NANOS, SECONDS, detect_unit, reasons, to_millis
+from nextaction.data.timestamps import (
+    MICROS,
+    MILLIS,
+    NANOS,
+    SECONDS,
+    compact_integers,
+    detect_unit,
+    reasons,
+    to_millis,
+)
 from nextaction.errors import InputError
 
 T0 = 1_433_221_969  # 2015-06-02T05:12:49Z
@@ -181,3 +190,38 @@ def test_seconds_round_trip(seconds: list[int]) -> None:
         [s * 1000 for s in seconds],
         [None] * len(seconds),
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "compacted"),
+    [
+        ([str(T0), "-5", "0", None, str(T0 * 1000)], True),
+        (["+5", str(T0)], False),
+        (["007"], False),
+        (["-0"], False),
+        ([f" {T0}"], False),
+        ([""], False),
+        (["1.5"], False),
+        (["2015-06-01"], False),
+        (["9223372036854775808"], False),  # beyond int64
+    ],
+)
+def test_compact_integers_keeps_what_to_millis_sees(values: list, compacted: bool) -> None:
+    text = pl.Series("ts", values, dtype=pl.String)
+    compact = compact_integers(text)
+    assert compact.dtype == (pl.Int64 if compacted else pl.String)
+    assert compact.name == "ts"
+    assert compact.cast(pl.String).to_list() == values
+    expected = (to_millis(text)[0].to_list(), to_millis(text)[1].to_list())
+    assert (to_millis(compact)[0].to_list(), to_millis(compact)[1].to_list()) == expected
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(-(10**12), 2**63 - 1) | st.none(), min_size=1, max_size=20))
+def test_integer_text_and_integers_convert_alike(values: list[int | None]) -> None:
+    # Reasons quote the integer as text, exactly as the text column would (mixed units, negatives).
+    numbers = pl.Series("ts", values, dtype=pl.Int64)
+    text = numbers.cast(pl.String)
+    assert compact_integers(text).dtype == pl.Int64
+    assert to_millis(numbers)[0].to_list() == to_millis(text)[0].to_list()
+    assert to_millis(numbers)[1].to_list() == to_millis(text)[1].to_list()

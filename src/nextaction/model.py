@@ -49,6 +49,7 @@ class ModelConfig:
     item_bias: bool = False  # a learned per-item score offset (popularity prior)
     ffn: Literal["gelu", "swiglu"] = "gelu"  # swiglu: the gated FFN of LLaMA / eSASRec
     gated_residual: bool = False  # LiGR-style: a sigmoid gate scales each sub-layer's residual update
+    rel_pos_bias: bool = False  # HSTU-style learned attention bias per head and distance (t - s)
 
 
 def time_gap_buckets(timestamps_ms: torch.Tensor, mask: torch.Tensor, n_buckets: int) -> torch.Tensor:
@@ -72,13 +73,15 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = cfg.attn_dropout
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L, D); bias: optional (H, L, L) additive attention bias, -inf above the diagonal."""
         B, L, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=2)
         # (B, L, D) -> (B, H, L, D/H)
         q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.attn_dropout if self.training else 0.0
+            q, k, v, attn_mask=bias, is_causal=bias is None,
+            dropout_p=self.attn_dropout if self.training else 0.0,
         )
         y = y.transpose(1, 2).reshape(B, L, D)
         return self.drop(self.proj(y))
@@ -111,9 +114,9 @@ class Block(nn.Module):
         # LiGR gates: per-position, per-channel sigmoid(W LN(x)) on each residual update.
         self.gates = nn.ModuleList([nn.Linear(cfg.dim, cfg.dim) for _ in range(2)]) if cfg.gated_residual else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         h = self.ln1(x)
-        update = self.attn(h)
+        update = self.attn(h, bias)
         x = x + (update if self.gates is None else torch.sigmoid(self.gates[0](h)) * update)
         h = self.ln2(x)
         update = self.ffn(h)
@@ -132,6 +135,9 @@ class NextActionModel(nn.Module):
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        # Relative positions give recency ("3 events ago") without breaking causality, which positions
+        # counted from the end would: bias[h, d] for distance d = t - s, shared by all layers.
+        self.rel_bias = nn.Parameter(torch.zeros(cfg.n_heads, cfg.max_len)) if cfg.rel_pos_bias else None
         self.ln_f = nn.LayerNorm(cfg.dim)
         # Untied output embeddings are an option; tying halves the parameters and generalises better on
         # sparse catalogues, where most items are seen only a handful of times.
@@ -188,9 +194,18 @@ class NextActionModel(nn.Module):
         pos = torch.arange(L, device=items.device)
         x = self.item_emb(items) + self.behavior_emb(behaviors) + self.time_emb(gaps) + self.pos_emb(pos)
         x = self.drop(x * mask.unsqueeze(-1))
+        bias = self._relative_bias(L) if self.rel_bias is not None else None
         for block in self.blocks:
-            x = block(x)
+            x = block(x, bias)
         return self.ln_f(x)
+
+    def _relative_bias(self, L: int) -> torch.Tensor:
+        """(H, L, L) additive attention bias: rel_bias[h, t - s] below the diagonal, -inf above it."""
+        assert self.rel_bias is not None
+        pos = torch.arange(L)
+        dist = pos[:, None] - pos[None, :]  # (L, L) query t minus key s
+        bias = self.rel_bias[:, dist.clamp(min=0)]  # (H, L, L)
+        return bias.masked_fill(dist < 0, float("-inf"))
 
     def last_state(
         self, items: torch.Tensor, behaviors: torch.Tensor, timestamps: torch.Tensor

@@ -59,8 +59,8 @@ FORMATS: Final = (
 )
 DATAFRAME: Final = "dataframe"  # the format reported for in-memory pandas/Polars frames
 MAX_LINE_BYTES: Final = 1 << 20  # no event row is this long; such a line is a broken file, so a reject
-# Lines split into fields at a time. The fields of a slice take ~5 times the bytes of its text, so whole
-# 10M-row files were held several times over; a slice of 1M lines bounds that to a few hundred MB.
+# Lines split into fields at a time. Split fields take several times the bytes of their line (a list per
+# line, then a copy per column): all lines of a 10M-row, 354 MB file at once peaked at 3.3 GB.
 SLICE_ROWS: Final = 1 << 20
 RATING: Final = "rating"  # the behaviour of MovieLens events
 # Item-table columns of the formats that bring one (MovieLens, Taobao).
@@ -85,6 +85,7 @@ _LN: Final = "__nextaction_line__"
 _RAW: Final = "__nextaction_raw__"
 _WHY: Final = "__nextaction_reason__"
 _FIELDS: Final = "__nextaction_fields__"
+_VALUE_WHY: Final = "__nextaction_value_reason__"
 
 _RAW_SHOWN: Final = 200  # characters of an over-long line kept in RAW
 _PEEK_BYTES: Final = 1 << 16
@@ -447,7 +448,7 @@ def _read_taobao(request: _Request) -> ReadResult:
         # The item table comes from the same slices (every line with the right fields, whatever its
         # timestamp), so that the file is split only once.
         for frame in frames:
-            good = frame.filter(pl.col(_WHY).is_null())
+            good = frame.select(colmap[ITEM_ID], category, _WHY).filter(pl.col(_WHY).is_null())
             items = pl.DataFrame(
                 [_ids(good[colmap[ITEM_ID]]).alias(ITEM_ID), _ids(good[category]).alias(CATEGORY)]
             )
@@ -1189,17 +1190,29 @@ def _to_events(
     whole column. ``unit`` fixes the epoch unit of numeric timestamps; ``behavior`` is a constant
     behaviour for formats that have one (MovieLens ratings).
     """
-    parts, sources, earlier = _event_slices(frames, colmap, behavior=behavior)
-    events = _stack(parts)
-    why = [events[_WHY]] if events[_WHY].null_count() < events.height else []  # the values' reasons
+    parts, sources = _event_slices(frames, colmap, behavior=behavior)
+    events = pl.concat(parts, rechunk=False)  # no copy: a chunk per slice
+    millis = events[TIMESTAMP]
+    why = [events[_WHY]]  # the first reason wins: rejected already, then the timestamp, then the value
     if TIMESTAMP in colmap:
-        millis, ts_reason = to_millis(events[TIMESTAMP].alias(colmap[TIMESTAMP]), unit=unit)
-        events = events.with_columns(millis.alias(TIMESTAMP))
-        if ts_reason.null_count() < events.height:
-            why.insert(0, ts_reason)  # a row with both a bad timestamp and a bad value: the timestamp's
-    events = events.drop(_WHY)
+        millis, ts_reason = _timestamps(events[TIMESTAMP].alias(colmap[TIMESTAMP]), events[_WHY], unit)
+        why.append(ts_reason)
+    why = [w for w in (*why, events[_VALUE_WHY]) if w.null_count() < events.height]
+    # Numbers in one chunk: prepare sorts by them, and sorting chunked columns copies them (it took ~350 MB
+    # more for 10M events). Text stays in its slices: a copy would add ~500 MB to this peak for little.
+    # (A new frame, since drop() and with_columns() copy every column once their chunks differ.)
+    events = pl.DataFrame(
+        [
+            events[LINE].rechunk(),
+            events[USER_ID],
+            events[ITEM_ID],
+            millis.rechunk().alias(TIMESTAMP),
+            events[BEHAVIOR],
+            events[VALUE].rechunk(),
+        ]
+    )
     if not why:
-        return events, pl.concat([pl.DataFrame(schema=REJECTS_SCHEMA), *earlier])
+        return events, pl.DataFrame(schema=REJECTS_SCHEMA)
     reason = pl.select(pl.coalesce(why)).to_series()
     rejected = reason.is_not_null()
     bad = pl.concat(sources, rechunk=False).filter(rejected)
@@ -1207,35 +1220,37 @@ def _to_events(
     raw = bad[_RAW] if _RAW in bad.columns else bad.select(pl.concat_str(text, separator=",")).to_series()
     line = events[LINE].filter(rejected)
     rejects = pl.DataFrame({LINE: line, REASON: reason.filter(rejected), RAW: raw})
-    return events.filter(~rejected), pl.concat([*earlier, rejects])
+    return events.filter(~rejected), rejects
 
 
 def _event_slices(
     frames: Iterable[pl.DataFrame], colmap: Mapping[str, str], *, behavior: str | None
-) -> tuple[list[pl.DataFrame], list[pl.DataFrame], list[pl.DataFrame]]:
-    """Per frame: its events before their timestamps are converted (``LINE``, ``USER_ID``, ``ITEM_ID``,
-    ``TIMESTAMP`` with the source values, ``BEHAVIOR``, ``VALUE``, and ``_WHY`` with the values' reasons),
-    what a reject's RAW is made of (``_RAW``, or else the used source columns), and its rows rejected
-    already. Only the rows not rejected yet have events.
+) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+    """Per frame: its events before their timestamps are converted, and what a reject's RAW is made of
+    (``_RAW``, or else the used source columns).
+
+    The events are ``LINE``, ``USER_ID``, ``ITEM_ID``, ``TIMESTAMP`` (the source values), ``BEHAVIOR``,
+    ``VALUE``, ``_WHY`` (the reason a row was rejected already) and ``_VALUE_WHY``. Rows rejected already
+    are converted too, as nonsense, and dropped at the end with the others: dropping them here would copy
+    every slice that has one.
     """
     parts: list[pl.DataFrame] = []
     sources: list[pl.DataFrame] = []
-    earlier: list[pl.DataFrame] = []
     for frame in frames:
-        if _WHY in frame.columns:
-            earlier.append(_rejects_of(frame))
-            if earlier[-1].height:
-                frame = frame.filter(pl.col(_WHY).is_null())
         n = frame.height
+        earlier = frame[_WHY] if _WHY in frame.columns else _constant(None, n, pl.String)
         columns: dict[str, pl.Series] = {
             LINE: frame[_LN].cast(pl.Int64),
             USER_ID: _ids(frame[colmap[USER_ID]]),
             ITEM_ID: _ids(frame[colmap[ITEM_ID]]),
-            # Held until every slice is read: compacted, as it is most of what a slice keeps beyond events.
-            TIMESTAMP: compact_integers(frame[colmap[TIMESTAMP]])
-            if TIMESTAMP in colmap
-            else _constant(None, n, pl.Int64),
+            TIMESTAMP: _constant(None, n, pl.Int64),
         }
+        if TIMESTAMP in colmap:
+            times = frame[colmap[TIMESTAMP]]
+            if earlier.null_count() < n:  # the fields of a rejected line must not keep the others text
+                times = pl.select(pl.when(earlier.is_null()).then(times)).to_series()
+            # Held until every slice is read: compacted, as it is most of what a slice keeps beyond events.
+            columns[TIMESTAMP] = compact_integers(times)
         if behavior is not None:
             columns[BEHAVIOR] = _constant(behavior, n, pl.String)
         elif BEHAVIOR in colmap:
@@ -1243,30 +1258,32 @@ def _event_slices(
         else:
             columns[BEHAVIOR] = _constant(None, n, pl.String)
         if VALUE in colmap:
-            columns[VALUE], columns[_WHY] = _values(frame[colmap[VALUE]])
+            columns[VALUE], columns[_VALUE_WHY] = _values(frame[colmap[VALUE]])
         else:
             columns[VALUE] = _constant(None, n, pl.Float64)
-            columns[_WHY] = _constant(None, n, pl.String)
+            columns[_VALUE_WHY] = _constant(None, n, pl.String)
+        columns[_WHY] = earlier
         parts.append(pl.DataFrame({name: series.alias(name) for name, series in columns.items()}))
         sources.append(
             frame.select(_RAW) if _RAW in frame.columns else frame.select(*dict.fromkeys(colmap.values()))
         )
     if len({part.schema[TIMESTAMP] for part in parts}) > 1:  # some slices' timestamps were compacted
         parts = [part.with_columns(pl.col(TIMESTAMP).cast(pl.String)) for part in parts]
-    return parts, sources, earlier
+    return parts, sources
 
 
-def _stack(parts: list[pl.DataFrame]) -> pl.DataFrame:
-    """The frames one below the other, in one chunk (later stages take ~300 MB more for 10M events in
-    chunks). Empties ``parts`` a column at a time, so that the pieces of a column are freed once it is
-    copied: the copy adds one column to the peak rather than all of them.
-    """
-    columns = []
-    for name in parts[0].columns:
-        columns.append(pl.concat([part[name] for part in parts], rechunk=True))
-        parts[:] = [part.drop(name) for part in parts]
-    parts.clear()
-    return pl.DataFrame(columns)
+def _timestamps(values: pl.Series, earlier: pl.Series, unit: str | None) -> tuple[pl.Series, pl.Series]:
+    """:func:`to_millis` of the rows without an ``earlier`` reason: only their values decide the unit and
+    shape of the column. The other rows get neither milliseconds nor a reason."""
+    if earlier.null_count() == len(earlier):
+        return to_millis(values, unit=unit)
+    rows = earlier.is_null().arg_true()
+    millis, reason = to_millis(values.gather(rows), unit=unit)
+    explained = reason.is_not_null().arg_true()
+    return (
+        _constant(None, len(values), pl.Int64).scatter(rows, millis),
+        _constant(None, len(values), pl.String).scatter(rows.gather(explained), reason.gather(explained)),
+    )
 
 
 def _constant(value: str | None, n: int, dtype: pl.DataType | type[pl.DataType]) -> pl.Series:
