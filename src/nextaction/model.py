@@ -40,12 +40,12 @@ class ModelConfig:
     n_layers: int = 2
     n_heads: int = 2
     ffn_mult: int = 4
-    dropout: float = 0.3
+    dropout: float = 0.5  # sparse catalogues (most items seen a handful of times) need strong dropout
     attn_dropout: float = 0.0
     max_len: int = 50
     time_buckets: int = 32  # log2-second gap buckets; 0 = padding, 1 = no previous event
     tie_weights: bool = True
-    emb_init_std: float = 0.02  # item embedding init; larger starts the softmax less flat
+    emb_init_std: float = 0.1  # item embedding init: 0.1 learned ~2x faster than 0.02 on Beauty, 0.3 far slower
     item_bias: bool = False  # a learned per-item score offset (popularity prior)
     ffn: Literal["gelu", "swiglu"] = "gelu"  # swiglu: the gated FFN of LLaMA / eSASRec
     gated_residual: bool = False  # LiGR-style: a sigmoid gate scales each sub-layer's residual update

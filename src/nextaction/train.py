@@ -36,7 +36,7 @@ from nextaction.model import ModelConfig, NextActionModel
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    epochs: int = 200
+    epochs: int = 50  # the cosine schedule spans these; early stopping may end sooner
     batch_size: int = 128  # sequences (windows) per step
     lr: float = 2e-3
     weight_decay: float = 0.0
