@@ -31,7 +31,7 @@ bench-data: $(STAMP)
 	$(BIN)/python bench/bench_data.py
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_model.py
+	$(BIN)/python bench/bench_model.py --recbole
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

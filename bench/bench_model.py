@@ -35,16 +35,30 @@ DATASETS = {
         "label": "Amazon Beauty (S3-Rec split)",
         "source": SHARED / "data" / "amazon-beauty-s3rec" / "Beauty.txt",
         "format": "sequences",
-        "recbole": {"HR@10": 0.0810, "NDCG@10": 0.0403, "MRR@10": 0.0278, "HR@20": 0.1160, "NDCG@20": 0.0491,
-                    "epoch_s": 101.9, "note": "SASRec, dropout 0.5, 22-min budget"},
+        "recbole": {
+            "HR@10": 0.0810,
+            "NDCG@10": 0.0403,
+            "MRR@10": 0.0278,
+            "HR@20": 0.1160,
+            "NDCG@20": 0.0491,
+            "epoch_s": 101.9,
+            "note": "SASRec, dropout 0.5, 22-min budget",
+        },
         "targets": "NDCG@10 ≥ 0.053 and HR@10 ≥ 0.092 (stretch NDCG@10 ≥ 0.060)",
     },
     "ml100k": {
         "label": "MovieLens-100k (leave-one-out by time)",
         "source": SHARED / "data" / "movielens-100k",
         "format": "movielens",
-        "recbole": {"HR@10": 0.1357, "NDCG@10": 0.0640, "MRR@10": 0.0425, "HR@20": 0.2291, "NDCG@20": 0.0876,
-                    "epoch_s": 60.6, "note": "SASRec, dropout 0.2, 22-min budget"},
+        "recbole": {
+            "HR@10": 0.1357,
+            "NDCG@10": 0.0640,
+            "MRR@10": 0.0425,
+            "HR@20": 0.2291,
+            "NDCG@20": 0.0876,
+            "epoch_s": 60.6,
+            "note": "SASRec, dropout 0.2, 22-min budget",
+        },
         "targets": "NDCG@10 ≥ 1.1 × RecBole SASRec's (≥ 0.0704)",
     },
 }
@@ -64,7 +78,16 @@ def run(cmd: list[str]) -> tuple[str, float, int]:
 
 def bench_dataset(name: str, spec: dict, *, sets: list[str]) -> dict:
     model_dir = CACHE / name
-    cmd = [str(BIN), "train", str(spec["source"]), "--format", spec["format"], "--out", str(model_dir), "--json"]
+    cmd = [
+        str(BIN),
+        "train",
+        str(spec["source"]),
+        "--format",
+        spec["format"],
+        "--out",
+        str(model_dir),
+        "--json",
+    ]
     for s in sets:
         cmd += ["--set", s]
     print(f"[{name}] training: {' '.join(cmd)}", flush=True)
@@ -99,7 +122,9 @@ def recbole_epoch_seconds(run_name: str, budget_s: int) -> float | None:
     """Measure RecBole SASRec's median epoch time in this run (needs its own venv; see peers/recbole)."""
     script = SHARED / "peers" / "recbole" / "run.sh"
     env = dict(os.environ, BUDGET_S=str(budget_s))
-    proc = subprocess.run(["bash", str(script), run_name], env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["bash", str(script), run_name], env=env, capture_output=True, text=True, check=False
+    )
     path = Path(env.get("RUNS", "/tmp/recbole-runs")) / run_name / "result.json"
     if proc.returncode != 0 or not path.is_file():
         print(f"RecBole run failed: {proc.stderr[-1000:]}", file=sys.stderr)
@@ -151,7 +176,9 @@ def markdown(results: dict[str, dict], recbole_measured: dict[str, float | None]
         for bname, m in r["baselines"].items():
             lines.append(f"| {bname} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + " |")
         measured = recbole_measured.get(name)
-        rb_epoch = f"{measured:.1f} s (measured in this run)" if measured else f"{rb['epoch_s']} s (peers README)"
+        rb_epoch = (
+            f"{measured:.1f} s (measured in this run)" if measured else f"{rb['epoch_s']} s (peers README)"
+        )
         lines += [
             "",
             f"- Training: {r['train_loop_s']:.0f} s training loop ({r['train_wall_s']:.0f} s wall with data "

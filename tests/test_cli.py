@@ -81,8 +81,16 @@ def test_unknown_config_key_is_an_error(tmp_path, capsys):
 def test_train_evaluate_recommend_contract(tmp_path, capsys):
     log = write_log(tmp_path / "events.csv")
     model = tmp_path / "m"
-    sets = ["--set", "model.dim=16", "--set", "model.max_len=8", "--set", "train.epochs=2",
-            "--set", "train.precision=fp32"]
+    sets = [
+        "--set",
+        "model.dim=16",
+        "--set",
+        "model.max_len=8",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.precision=fp32",
+    ]
     code, out, err = run(["train", str(log), "--out", str(model), *sets, "--json"], capsys)
     assert code == 0, err
     assert (model / "model.safetensors").is_file() and (model / "training.png").is_file()

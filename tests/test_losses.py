@@ -9,7 +9,11 @@ from nextaction import losses
 
 def setup(P=6, D=8, n_rows=21, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(P, D, generator=g), torch.randn(n_rows, D, generator=g), torch.randint(1, n_rows, (P,), generator=g)
+    return (
+        torch.randn(P, D, generator=g),
+        torch.randn(n_rows, D, generator=g),
+        torch.randint(1, n_rows, (P,), generator=g),
+    )
 
 
 def test_full_softmax_matches_manual_cross_entropy():
@@ -33,8 +37,10 @@ def test_gbce_beta_one_is_bce():
     neg = torch.randint(1, e.shape[0], (len(y), 3))
     pos = (h * e[y]).sum(-1)
     negs = torch.einsum("pd,psd->ps", h, e[neg])
-    expected = (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none")
-                + F.binary_cross_entropy_with_logits(negs, torch.zeros_like(negs), reduction="none").sum(-1)).mean()
+    expected = (
+        F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none")
+        + F.binary_cross_entropy_with_logits(negs, torch.zeros_like(negs), reduction="none").sum(-1)
+    ).mean()
     torch.testing.assert_close(losses.bce(h, e, y, neg), expected)
 
 

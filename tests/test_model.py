@@ -47,7 +47,9 @@ def test_padding_invariance(items, pad):
         a = m(*seq(items))
         b = m(*seq(items + [0] * pad, [1] * n + [0] * pad, [i * 1000 for i in range(n)] + [0] * pad))
         s1 = m.last_state(*seq(items))
-        s2 = m.last_state(*seq(items + [0] * pad, [1] * n + [0] * pad, [i * 1000 for i in range(n)] + [0] * pad))
+        s2 = m.last_state(
+            *seq(items + [0] * pad, [1] * n + [0] * pad, [i * 1000 for i in range(n)] + [0] * pad)
+        )
     torch.testing.assert_close(a[0], b[0, :n], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(s1, s2, rtol=1e-5, atol=1e-5)
 
@@ -116,8 +118,12 @@ def test_behaviour_and_time_change_the_output():
     future=st.lists(st.integers(1, 30), min_size=1, max_size=4),
 )
 def test_causality_holds_for_every_layer_variant(prefix, future):
-    for kw in ({"ffn": "swiglu"}, {"gated_residual": True}, {"item_bias": True, "tie_weights": False},
-               {"rel_pos_bias": True}):
+    for kw in (
+        {"ffn": "swiglu"},
+        {"gated_residual": True},
+        {"item_bias": True, "tie_weights": False},
+        {"rel_pos_bias": True},
+    ):
         m = tiny(**kw)
         with torch.no_grad():
             a = m(*seq(prefix + future))

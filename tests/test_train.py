@@ -13,10 +13,26 @@ from nextaction.train import TrainConfig, evaluate_model, fit, lr_at
 
 
 def small_cfgs(data, **train):
-    mc = ModelConfig(n_items=data.n_items, n_behaviors=len(data.behaviors), dim=32, n_heads=2, n_layers=2,
-                     max_len=10, dropout=0.0)
-    tc = TrainConfig(**{"epochs": 30, "batch_size": 16, "lr": 5e-3, "warmup_steps": 5, "patience": 30,
-                        "precision": "fp32", **train})
+    mc = ModelConfig(
+        n_items=data.n_items,
+        n_behaviors=len(data.behaviors),
+        dim=32,
+        n_heads=2,
+        n_layers=2,
+        max_len=10,
+        dropout=0.0,
+    )
+    tc = TrainConfig(
+        **{
+            "epochs": 30,
+            "batch_size": 16,
+            "lr": 5e-3,
+            "warmup_steps": 5,
+            "patience": 30,
+            "precision": "fp32",
+            **train,
+        }
+    )
     return mc, tc
 
 
@@ -51,7 +67,9 @@ def test_evaluation_is_invariant_to_batch_size(tmp_path):
     data = cyclic_dataset(n_users=50, n_items=30, length=12, seed=3)
     mc, tc = small_cfgs(data, epochs=3)
     model, _ = fit(data, mc, tc, out_dir=tmp_path)
-    results = [evaluate_model(model, data.seqs, split=TEST, exclude_seen=True, chunk=c)[0] for c in (1, 7, 64, 4096)]
+    results = [
+        evaluate_model(model, data.seqs, split=TEST, exclude_seen=True, chunk=c)[0] for c in (1, 7, 64, 4096)
+    ]
     for r in results[1:]:
         np.testing.assert_array_equal(results[0], r)
 

@@ -103,9 +103,7 @@ def training_windows(seqs: Sequences, max_len: int) -> tuple[np.ndarray, np.ndar
     return start.astype(np.int64), (end - start).astype(np.int64)
 
 
-def length_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
-) -> list[np.ndarray]:
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Group window indices of similar length into batches, in random order.
 
     Sorting by (length, random key) keeps padding near zero; shuffling the batch order keeps the gradient

@@ -1,11 +1,11 @@
 """Model directories: safetensors weights + JSON config + the prepared data (never pickle).
 
-    MODEL_DIR/
-      model.safetensors   best weights
-      config.json         {"model": ModelConfig, "train": TrainConfig, "exclude_seen", "precision", …}
-      data/               the prepared dataset the model was trained on (vocabularies, histories, split)
-      metrics.jsonl       one line per epoch; training.png plots it
-      state/              resumable training state: last weights, optimizer, counters, best weights
+MODEL_DIR/
+  model.safetensors   best weights
+  config.json         {"model": ModelConfig, "train": TrainConfig, "exclude_seen", "precision", …}
+  data/               the prepared dataset the model was trained on (vocabularies, histories, split)
+  metrics.jsonl       one line per epoch; training.png plots it
+  state/              resumable training state: last weights, optimizer, counters, best weights
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ def save_train_state(
         _atomic_save_tensors(best, d / "best.safetensors")
     _atomic_save_tensors(tensors, d / "last.safetensors")
     # state.json last: its presence means the tensors beside it are complete.
-    _atomic_write_text(d / "state.json", json.dumps({"train": asdict(state), "param_groups": sd["param_groups"]}))
+    _atomic_write_text(
+        d / "state.json", json.dumps({"train": asdict(state), "param_groups": sd["param_groups"]})
+    )
 
 
 def load_train_state(out_dir: Path, model: NextActionModel, opt: torch.optim.Optimizer) -> TrainState:
@@ -92,9 +94,7 @@ def load_best_weights(out_dir: Path) -> dict[str, torch.Tensor] | None:
 # ---- the finished model -----------------------------------------------------------------------------
 
 
-def save_model(
-    out_dir: Path, model: NextActionModel, train_cfg: TrainConfig, extra: dict[str, Any]
-) -> None:
+def save_model(out_dir: Path, model: NextActionModel, train_cfg: TrainConfig, extra: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_save_tensors(dict(model.state_dict()), out_dir / "model.safetensors")
     config = {
@@ -109,8 +109,11 @@ def save_model(
 def load_model(model_dir: str | Path) -> tuple[NextActionModel, dict[str, Any]]:
     d = Path(model_dir)
     if not (d / "config.json").is_file() or not (d / "model.safetensors").is_file():
-        raise InputError("is not a trained model directory (no config.json / model.safetensors); "
-                         "train one with `nextaction train … --out DIR`", path=d)
+        raise InputError(
+            "is not a trained model directory (no config.json / model.safetensors); "
+            "train one with `nextaction train … --out DIR`",
+            path=d,
+        )
     config = json.loads((d / "config.json").read_text())
     model = NextActionModel(build(ModelConfig, config["model"], where="config.json [model]"))
     model.load_state_dict(load_file(d / "model.safetensors"))

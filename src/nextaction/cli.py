@@ -32,8 +32,12 @@ err = Console(stderr=True)
 
 FormatOpt = Annotated[
     str | None,
-    typer.Option("--format", "-f", help="csv, tsv, parquet, jsonl, sequences, movielens, retailrocket, taobao, "
-                 "otto (detected when left out)"),
+    typer.Option(
+        "--format",
+        "-f",
+        help="csv, tsv, parquet, jsonl, sequences, movielens, retailrocket, taobao, "
+        "otto (detected when left out)",
+    ),
 ]
 MapOpt = Annotated[
     str | None,
@@ -69,21 +73,31 @@ def _print_json(obj: Any) -> None:
 def prepare(
     events: Annotated[str, typer.Argument(help="event log: file, or folder for --format movielens")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="output dataset directory")],
-    items: Annotated[str | None, typer.Option("--items", help="item table (CSV/TSV/Parquet keyed by item_id)")] = None,
+    items: Annotated[
+        str | None, typer.Option("--items", help="item table (CSV/TSV/Parquet keyed by item_id)")
+    ] = None,
     format: FormatOpt = None,
     map: MapOpt = None,
     sep: Annotated[str | None, typer.Option("--sep", help="field separator for delimited text")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML file with a [prepare] table")] = None,
     set_: SetOpt = None,
-    split: Annotated[str | None, typer.Option("--split", help="auto, leave_one_out, temporal or none")] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="auto, leave_one_out, temporal or none")
+    ] = None,
     target_behavior: Annotated[str | None, typer.Option("--target-behavior", help="e.g. buy")] = None,
     min_user_events: Annotated[int | None, typer.Option(help="iterative k-core: min events per user")] = None,
     min_item_events: Annotated[int | None, typer.Option(help="iterative k-core: min events per item")] = None,
     max_seq_len: Annotated[int | None, typer.Option(help="keep each user's most recent N events")] = None,
-    dedup_window: Annotated[float | None, typer.Option(help="drop repeats of (user,item,behavior) within N s")] = None,
+    dedup_window: Annotated[
+        float | None, typer.Option(help="drop repeats of (user,item,behavior) within N s")
+    ] = None,
     keep_behaviors: Annotated[str | None, typer.Option(help="whitelist, e.g. view,cart,buy")] = None,
-    rename: Annotated[str | None, typer.Option(help="behaviour renames, e.g. addtocart=cart,transaction=buy")] = None,
-    value_rule: Annotated[str | None, typer.Option(help="value to behaviour, e.g. 'value>=4:like,else:watch'")] = None,
+    rename: Annotated[
+        str | None, typer.Option(help="behaviour renames, e.g. addtocart=cart,transaction=buy")
+    ] = None,
+    value_rule: Annotated[
+        str | None, typer.Option(help="value to behaviour, e.g. 'value>=4:like,else:watch'")
+    ] = None,
     pseudonymize: Annotated[bool, typer.Option(help="HMAC user ids (key from NEXTACTION_HMAC_KEY)")] = False,
     strict: Annotated[bool, typer.Option(help="any rejected row is an error (exit 2)")] = False,
     json_: JsonOpt = False,
@@ -96,8 +110,11 @@ def prepare(
     opts = load_sections(config, set_ or [], sections=("prepare",))["prepare"]
     flags: dict[str, dict[str, Any]] = {
         "split": {"kind": split, "target_behavior": target_behavior},
-        "filters": {"min_user_events": min_user_events, "min_item_events": min_item_events,
-                    "max_seq_len": max_seq_len},
+        "filters": {
+            "min_user_events": min_user_events,
+            "min_item_events": min_item_events,
+            "max_seq_len": max_seq_len,
+        },
         "dedup": {"window_seconds": dedup_window},
         "behaviors": {
             "keep": keep_behaviors.split(",") if keep_behaviors else None,
@@ -114,8 +131,15 @@ def prepare(
         opts["strict"] = True
     cfg = PrepareConfig.from_dict(opts)
     with err.status("preparing …") as status:
-        result = prepare_source(events, format=format, mapping=parse_mapping(map), separator=sep, items=items,
-                                config=cfg, progress=lambda msg: status.update(msg))
+        result = prepare_source(
+            events,
+            format=format,
+            mapping=parse_mapping(map),
+            separator=sep,
+            items=items,
+            config=cfg,
+            progress=lambda msg: status.update(msg),
+        )
         result.dataset.save(out_dir, rejects=result.rejects)
     if json_:
         _print_json(result.dataset.report)
@@ -160,7 +184,9 @@ def train(
     format: FormatOpt = None,
     map: MapOpt = None,
     items: Annotated[str | None, typer.Option("--items", help="item table")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML with [model], [train], [prepare]")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML with [model], [train], [prepare]")
+    ] = None,
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out")] = False,
     json_: JsonOpt = False,
@@ -171,8 +197,13 @@ def train(
     from nextaction.workflow import train_model
 
     with Progress(
-        TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[eps]:,.0f} events/s"), TimeRemainingColumn(), console=err, transient=True,
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[eps]:,.0f} events/s"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
     ) as bar:
         task = bar.add_task("train", total=1, epoch=1, loss=0.0, eps=0.0)
         state = {"epoch": 1}
@@ -183,12 +214,24 @@ def train(
         def on_epoch(rec: dict[str, Any]) -> None:
             state["epoch"] = rec["epoch"] + 1
             valid = f"  valid NDCG@10 {rec['valid_NDCG@10']:.4f}" if "valid_NDCG@10" in rec else ""
-            err.print(f"epoch {rec['epoch']:>3}  loss {rec['loss']:.4f}  {rec['epoch_s']:.1f}s  "
-                      f"{rec['events_per_s']:,} events/s{valid}")
+            err.print(
+                f"epoch {rec['epoch']:>3}  loss {rec['loss']:.4f}  {rec['epoch_s']:.1f}s  "
+                f"{rec['events_per_s']:,} events/s{valid}"
+            )
 
-        result = train_model(source, out_dir, format=format, mapping=parse_mapping(map), items=items,
-                             config_path=config, sets=set_ or [], resume=resume, log=err.print,
-                             on_epoch=on_epoch, progress=on_step)
+        result = train_model(
+            source,
+            out_dir,
+            format=format,
+            mapping=parse_mapping(map),
+            items=items,
+            config_path=config,
+            sets=set_ or [],
+            resume=resume,
+            log=err.print,
+            on_epoch=on_epoch,
+            progress=on_step,
+        )
     if json_:
         _print_json(result)
     else:
@@ -206,8 +249,10 @@ def _metrics_table(result: dict[str, Any], *, title: str) -> None:
         table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in keys))
     out.print(table)
     p = result["protocol"]
-    out.print(f"protocol: {p['split']} split ({p['split_kind']}), {p['candidates']}, exclude_seen="
-              f"{p['exclude_seen']}, ties {p['ties']}, {p['users_evaluated']} users, data {p['dataset_fingerprint']}")
+    out.print(
+        f"protocol: {p['split']} split ({p['split_kind']}), {p['candidates']}, exclude_seen="
+        f"{p['exclude_seen']}, ties {p['ties']}, {p['users_evaluated']} users, data {p['dataset_fingerprint']}"
+    )
 
 
 @app.command()
@@ -255,7 +300,9 @@ def recommend(
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="where to write the demo's files")] = Path("runs/demo"),
+    out_dir: Annotated[Path, typer.Option("--out", help="where to write the demo's files")] = Path(
+        "runs/demo"
+    ),
     events: Annotated[int, typer.Option(help="synthetic events to generate")] = 200_000,
 ) -> None:
     """Generate a synthetic shop log, prepare it, train, evaluate against baselines, recommend."""
@@ -277,6 +324,10 @@ def main() -> None:
     except Exception as e:  # a bug of ours, not the user's mistake
         if os.environ.get("NEXTACTION_DEBUG"):
             raise
-        err.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (a bug in nextaction: please report it; "
-                  "NEXTACTION_DEBUG=1 shows the traceback)", highlight=False, soft_wrap=True)
+        err.print(
+            f"[red]internal error:[/red] {type(e).__name__}: {e} (a bug in nextaction: please report it; "
+            "NEXTACTION_DEBUG=1 shows the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(1)

@@ -28,7 +28,9 @@ def run_demo(out_dir: Path, *, n_events: int = 200_000, console: Console | None 
     con.rule("1. a synthetic shop log")
     log = synthetic(n_events=n_events, seed=0)
     events_csv, items_csv = log.write(out_dir / "log")
-    con.print(f"{log.events.height:,} events (view → cart → buy funnel) in {events_csv}; item titles in {items_csv}")
+    con.print(
+        f"{log.events.height:,} events (view → cart → buy funnel) in {events_csv}; item titles in {items_csv}"
+    )
 
     con.rule("2. prepare: read, clean, index, split")
     prepared = prepare_source(events_csv, items=items_csv)
@@ -53,16 +55,20 @@ def run_demo(out_dir: Path, *, n_events: int = 200_000, console: Console | None 
         table.add_row(name, *(f"{m[k]:.4f}" for k in ("HR@10", "NDCG@10", "MRR@10", "HR@20")))
     con.print(table)
     p = result["protocol"]
-    con.print(f"protocol: {p['split']} ({p['split_kind']}), {p['candidates']}, exclude_seen={p['exclude_seen']}, "
-              f"ties {p['ties']}, {p['users_evaluated']} users")
+    con.print(
+        f"protocol: {p['split']} ({p['split_kind']}), {p['candidates']}, exclude_seen={p['exclude_seen']}, "
+        f"ties {p['ties']}, {p['users_evaluated']} users"
+    )
 
     con.rule("5. recommendations for a sample user")
     predictor = Predictor.load(model_dir)
     user = predictor.data.users["user_id"][0]
     history = predictor.history(user, split="test")
     titles = dict(zip(log.items[ITEM_ID].to_list(), log.items["title"].to_list(), strict=True))
-    con.print(f"user {user}: last events " + "; ".join(
-        f"{e[BEHAVIOR]} {titles.get(e[ITEM_ID], e[ITEM_ID])}" for e in history[-5:]))
+    con.print(
+        f"user {user}: last events "
+        + "; ".join(f"{e[BEHAVIOR]} {titles.get(e[ITEM_ID], e[ITEM_ID])}" for e in history[-5:])
+    )
     recs = Table("rank", "item_id", "title", "score")
     for r, (item, score) in enumerate(predictor.recommend(history, k=5), 1):
         recs.add_row(str(r), item, titles.get(item, ""), f"{score:.2f}")

@@ -107,7 +107,10 @@ def rank_targets(
         if exclude_seen:
             lengths = ex.hist_end[rows] - ex.hist_start[rows]
             flat = np.concatenate(
-                [np.asarray(seqs.items[a:b]) for a, b in zip(ex.hist_start[rows], ex.hist_end[rows], strict=True)]
+                [
+                    np.asarray(seqs.items[a:b])
+                    for a, b in zip(ex.hist_start[rows], ex.hist_end[rows], strict=True)
+                ]
             ).astype(np.int64)
             row_ids = np.repeat(np.arange(len(rows)), lengths)
             target_scores = scores.gather(1, targets[:, None])
@@ -158,8 +161,14 @@ def evaluate_scorer(
     metrics["coverage@10"] = coverage(tops[:, :10], data.n_items)
     return {
         "metrics": metrics,
-        "protocol": protocol(data, split=split, exclude_seen=exclude_seen, target_behavior=target_behavior,
-                             n_users=len(ex), seed=seed),
+        "protocol": protocol(
+            data,
+            split=split,
+            exclude_seen=exclude_seen,
+            target_behavior=target_behavior,
+            n_users=len(ex),
+            seed=seed,
+        ),
         "seconds": round(seconds, 3),
         "scorer": scorer.name,
     }
@@ -187,4 +196,3 @@ def protocol(
         "seed": seed,
         "dataset_fingerprint": fingerprint(data),
     }
-

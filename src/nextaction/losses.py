@@ -39,7 +39,11 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, states: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, chunk: int,
+        ctx: Any,
+        states: torch.Tensor,
+        item_emb: torch.Tensor,
+        targets: torch.Tensor,
+        chunk: int,
         matmul_dtype: torch.dtype,
     ) -> torch.Tensor:
         P = states.shape[0]
@@ -137,7 +141,9 @@ def gbce_beta(n_negatives: int, n_items: int, t: float = 0.75) -> float:
     return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
 
 
-def bce(states: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+def bce(
+    states: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
+) -> torch.Tensor:
     """SASRec's original loss: one (or S) uniformly sampled negatives per positive, binary cross-entropy."""
     return gbce(states, item_emb, targets, negatives, beta=1.0)
 

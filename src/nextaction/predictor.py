@@ -69,7 +69,9 @@ class Predictor:
             hits = np.flatnonzero(split_codes == SPLIT_NAMES.index(split))
             if len(hits):
                 end = int(hits[0])
-        items, behaviors, times = (np.asarray(a[sl])[:end] for a in (seqs.items, seqs.behaviors, seqs.timestamps))
+        items, behaviors, times = (
+            np.asarray(a[sl])[:end] for a in (seqs.items, seqs.behaviors, seqs.timestamps)
+        )
         return [
             {ITEM_ID: self._item_ids[i], BEHAVIOR: self.data.behaviors[b], TIMESTAMP: int(t)}
             for i, b, t in zip(items.tolist(), behaviors.tolist(), times.tolist(), strict=True)
@@ -125,7 +127,10 @@ class Predictor:
             s[torch.from_numpy(seen)] = float("-inf")
         k = min(k, int(torch.isfinite(s).sum()))
         top = torch.topk(s, k)
-        return [(self._item_ids[i], float(v)) for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+        return [
+            (self._item_ids[i], float(v))
+            for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        ]
 
     def score(self, history: Iterable[Event], item_ids: Sequence[str | int]) -> list[float]:
         """Scores of the given items as the next event (higher = more likely); unknown items get -inf."""

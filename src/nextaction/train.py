@@ -103,8 +103,14 @@ def length_groups(padded: np.ndarray, chunk: int) -> list[np.ndarray]:
 
 
 def evaluate_model(
-    model: NextActionModel, seqs: Sequences, *, split: int, exclude_seen: bool,
-    target_behavior: int | None = None, chunk: int = 2048, k_top: int = 20,
+    model: NextActionModel,
+    seqs: Sequences,
+    *,
+    split: int,
+    exclude_seen: bool,
+    target_behavior: int | None = None,
+    chunk: int = 2048,
+    k_top: int = 20,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ranks and top-``k_top`` lists of every user's target in ``split`` (see evaluate.py for the protocol)."""
     ex = eval_examples(seqs, split=split, target_behavior=target_behavior)
@@ -241,20 +247,32 @@ def fit(
             total_loss += float(loss.detach()) * n
             total_targets += n
             if progress is not None:
-                progress(i + 1, len(batches), total_loss / max(total_targets, 1),
-                         total_targets / max(time.perf_counter() - t0, 1e-9))
+                progress(
+                    i + 1,
+                    len(batches),
+                    total_loss / max(total_targets, 1),
+                    total_targets / max(time.perf_counter() - t0, 1e-9),
+                )
         epoch_s = time.perf_counter() - t0
         state.epoch += 1
         record: dict[str, Any] = {
-            "epoch": state.epoch, "loss": total_loss / max(total_targets, 1), "epoch_s": round(epoch_s, 3),
-            "events_per_s": round(total_targets / max(epoch_s, 1e-9)), "lr": lr_at(state.step, total_steps, cfg),
+            "epoch": state.epoch,
+            "loss": total_loss / max(total_targets, 1),
+            "epoch_s": round(epoch_s, 3),
+            "events_per_s": round(total_targets / max(epoch_s, 1e-9)),
+            "lr": lr_at(state.step, total_steps, cfg),
         }
         if has_valid and (state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs):
             t1 = time.perf_counter()
             ranks, _ = evaluate_model(model, data.seqs, split=VALID, exclude_seen=exclude_seen, k_top=0)
             m = ranking_metrics(ranks, ks=(10,))
-            record.update({"valid_NDCG@10": m["NDCG@10"], "valid_HR@10": m["HR@10"],
-                           "eval_s": round(time.perf_counter() - t1, 3)})
+            record.update(
+                {
+                    "valid_NDCG@10": m["NDCG@10"],
+                    "valid_HR@10": m["HR@10"],
+                    "eval_s": round(time.perf_counter() - t1, 3),
+                }
+            )
             if m["NDCG@10"] > state.best_ndcg:
                 state.best_ndcg, state.best_epoch, state.bad_epochs = m["NDCG@10"], state.epoch, 0
                 best = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -286,4 +304,3 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 def config_dict(model_cfg: ModelConfig, cfg: TrainConfig) -> dict[str, Any]:
     return {"model": asdict(model_cfg), "train": asdict(cfg)}
-

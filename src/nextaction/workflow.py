@@ -102,8 +102,10 @@ def train_model(
         data = prepared.dataset
         data.save(data_dir, rejects=prepared.rejects)
         rows = data.report.get("rows", {})
-        log(f"prepared {rows.get('kept', '?')} events of {data.n_users} users and {data.n_items} items "
-            f"({rows.get('rejected', 0)} rejected, see {data_dir / 'rejects.csv'})")
+        log(
+            f"prepared {rows.get('kept', '?')} events of {data.n_users} users and {data.n_items} items "
+            f"({rows.get('rejected', 0)} rejected, see {data_dir / 'rejects.csv'})"
+        )
     model_cfg = build(
         ModelConfig,
         {"n_items": data.n_items, "n_behaviors": len(data.behaviors), **sections["model"]},
@@ -111,14 +113,23 @@ def train_model(
     )
     precision = resolve_precision(train_cfg.precision)
     log(f"precision: {precision} ({'native bf16 matmuls on this CPU' if precision == 'bf16' else 'fp32'})")
-    model, state = fit(data, model_cfg, train_cfg, out_dir=out, resume=resume, on_epoch=on_epoch,
-                       progress=progress)
+    model, state = fit(
+        data, model_cfg, train_cfg, out_dir=out, resume=resume, on_epoch=on_epoch, progress=progress
+    )
     exclude_seen = default_exclude_seen(data) if train_cfg.exclude_seen is None else train_cfg.exclude_seen
-    save_model(out, model, train_cfg, {
-        "exclude_seen": exclude_seen, "precision": precision,
-        "best_epoch": state.best_epoch, "epochs_run": state.epoch, "train_seconds": round(state.seconds, 1),
-        "best_valid_NDCG@10": state.best_ndcg,
-    })
+    save_model(
+        out,
+        model,
+        train_cfg,
+        {
+            "exclude_seen": exclude_seen,
+            "precision": precision,
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
+            "train_seconds": round(state.seconds, 1),
+            "best_valid_NDCG@10": state.best_ndcg,
+        },
+    )
     plot_metrics(out)
     result = evaluate_dir(out, split="test")
     (out / "eval_test.json").write_text(json.dumps(result, indent=2))
@@ -150,8 +161,9 @@ def evaluate_dir(
     seed = config.get("train", {}).get("seed")
     result: dict[str, Any] = {
         "metrics": metrics,
-        "protocol": protocol(data, split=code, exclude_seen=excl, target_behavior=None, n_users=len(ranks),
-                             seed=seed),
+        "protocol": protocol(
+            data, split=code, exclude_seen=excl, target_behavior=None, n_users=len(ranks), seed=seed
+        ),
         "seconds": round(seconds, 3),
     }
     if baselines:
@@ -201,4 +213,3 @@ def plot_metrics(model_dir: Path) -> Path | None:
     plt.close(fig)
     tmp.replace(out)
     return out
-

@@ -149,10 +149,7 @@ class PreparedDataset:
                 "is not a prepared dataset (no events.parquet); run `nextaction prepare` first", path=d
             )
         seqs = Sequences(
-            **{
-                name: np.load(d / f"seq_{name}.npy", mmap_mode="r" if mmap else None)
-                for name in _ARRAYS
-            }
+            **{name: np.load(d / f"seq_{name}.npy", mmap_mode="r" if mmap else None) for name in _ARRAYS}
         )
         return cls(
             events=pl.read_parquet(d / "events.parquet"),
