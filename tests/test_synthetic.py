@@ -167,7 +167,7 @@ def test_config_validation():
         synthetic(n_events=100, n_items=3, n_categories=5)
     with pytest.raises(InputError, match="follow_rate"):
         SyntheticConfig(follow_rate=1.5)
-    with pytest.raises(InputError, match="known options: n_events"):
+    with pytest.raises(InputError, match="n_evnets; known: n_events"):
         SyntheticConfig.from_dict({"n_events": 10, "n_evnets": 5})
     cfg = SyntheticConfig.from_dict({"n_events": 500, "follow_rate": 0.0, "behaviors": False})
     out = generate(cfg)

@@ -18,6 +18,17 @@ from nextaction.errors import InputError
 T = TypeVar("T")
 
 
+def known_options(cls: type, data: Any, what: str) -> dict[str, Any]:
+    """``data`` as keyword arguments for dataclass ``cls``, refusing unknown keys (a strict ``from_dict``)."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"{what} options must be a mapping, got {type(data).__name__}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise InputError(f"unknown {what} option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return dict(data)
+
+
 def build(cls: type[T], values: Mapping[str, Any], *, where: str) -> T:
     """Instantiate dataclass ``cls`` from ``values``, rejecting unknown keys and wrong types."""
     hints = typing.get_type_hints(cls)

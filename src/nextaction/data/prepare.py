@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 from rich.table import Table
 
+from nextaction.config import known_options
 from nextaction.data.dataset import PreparedDataset
 from nextaction.data.schema import (
     BEHAVIOR,
@@ -62,17 +63,6 @@ from nextaction.data.vocab import (
 from nextaction.errors import InputError
 
 # ---------------------------------------------------------------------------------------------- configs
-
-
-def _options(cls: type, data: Any, what: str) -> dict[str, Any]:
-    """``data`` as keyword arguments for ``cls``, refusing unknown keys (strict ``from_dict``)."""
-    if not isinstance(data, Mapping):
-        raise InputError(f"{what} options must be a mapping, got {type(data).__name__}")
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(str(k) for k in data if k not in known)
-    if unknown:
-        raise InputError(f"unknown {what} option(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    return dict(data)
 
 
 def _check_int(what: str, value: Any, *, minimum: int = 0) -> None:
@@ -160,7 +150,7 @@ class MissingConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MissingConfig:
-        return cls(**_options(cls, data, "missing"))
+        return cls(**known_options(cls, data, "missing"))
 
     @classmethod
     def parse(cls, text: str) -> MissingConfig:
@@ -230,9 +220,9 @@ class ValueRule:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ValueRule:
-        kwargs = _options(cls, data, "value rule")
+        kwargs = known_options(cls, data, "value rule")
         kwargs["clauses"] = tuple(
-            c if isinstance(c, ValueClause) else ValueClause(**_options(ValueClause, c, "value clause"))
+            c if isinstance(c, ValueClause) else ValueClause(**known_options(ValueClause, c, "value clause"))
             for c in kwargs.get("clauses", ())
         )
         return cls(**kwargs)
@@ -280,7 +270,7 @@ class BehaviorConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BehaviorConfig:
-        kwargs = _options(cls, data, "behaviors")
+        kwargs = known_options(cls, data, "behaviors")
         rule = kwargs.get("value_rule")
         if isinstance(rule, str):
             kwargs["value_rule"] = ValueRule.parse(rule)
@@ -308,7 +298,7 @@ class DedupConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DedupConfig:
-        return cls(**_options(cls, data, "dedup"))
+        return cls(**known_options(cls, data, "dedup"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -331,7 +321,7 @@ class FilterConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FilterConfig:
-        return cls(**_options(cls, data, "filters"))
+        return cls(**known_options(cls, data, "filters"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -353,7 +343,7 @@ class PseudonymConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PseudonymConfig:
-        return cls(**_options(cls, data, "pseudonymize"))
+        return cls(**known_options(cls, data, "pseudonymize"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -373,7 +363,7 @@ class PrepareConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PrepareConfig:
-        kwargs = _options(cls, data, "prepare")
+        kwargs = known_options(cls, data, "prepare")
         nested: dict[str, Any] = {
             "missing": MissingConfig,
             "behaviors": BehaviorConfig,

@@ -17,7 +17,6 @@ from fractions of events.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import polars as pl
 
+from nextaction.config import known_options
 from nextaction.data.schema import (
     BEHAVIOR_IDX,
     SPLIT,
@@ -77,11 +77,7 @@ class SplitConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SplitConfig:
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise InputError(f"unknown split option(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        return cls(**data)
+        return cls(**known_options(cls, data, "split"))
 
 
 def parse_time(value: str | int | None) -> int | None:

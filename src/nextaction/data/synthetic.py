@@ -20,7 +20,6 @@ least popular items may never occur in the events.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from nextaction.config import known_options
 from nextaction.data.schema import BEHAVIOR, DEFAULT_BEHAVIOR, ITEM_ID, TIMESTAMP, USER_ID, VALUE
 from nextaction.errors import InputError
 
@@ -137,11 +137,7 @@ class SyntheticConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SyntheticConfig:
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise InputError(f"synthetic: unknown option(s) {unknown}; known options: {', '.join(known)}")
-        return cls(**data)
+        return cls(**known_options(cls, data, "synthetic"))
 
 
 @dataclass(frozen=True)
