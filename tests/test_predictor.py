@@ -71,3 +71,5 @@ def test_bad_requests(model_dir):
         p.recommend([{"item_id": "i3", "behavior": "buy"}])
     with pytest.raises(InputError, match="k must be"):
         p.recommend(["i3"], k=0)
+    with pytest.raises(InputError, match="epoch milliseconds"):
+        p.recommend([{"item_id": "i3", "timestamp": "yesterday"}])

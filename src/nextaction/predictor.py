@@ -94,9 +94,18 @@ class Predictor:
                 continue
             items.append(idx)
             behaviors.append(self.behavior_index(beh) if beh is not None else default_b)
-            times.append(int(ts) if ts is not None else pos * 1000)
+            times.append(self._millis(ts, pos) if ts is not None else pos * 1000)
         self.last_unknown = unknown
         return (np.asarray(items, np.int64), np.asarray(behaviors, np.int64), np.asarray(times, np.int64))
+
+    @staticmethod
+    def _millis(ts: Any, pos: int) -> int:
+        try:
+            return int(ts)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"history event {pos}: timestamp must be epoch milliseconds, got {ts!r}"
+            ) from None
 
     def behavior_index(self, behavior: str) -> int:
         if behavior not in self._behavior_idx:
