@@ -77,3 +77,18 @@ def test_chunked_softmax_in_bf16_stays_close():
     h, e, y = setup(P=50, D=16, n_rows=200)
     fused = losses.chunked_full_softmax(h, e, y, chunk=16, matmul_dtype=torch.bfloat16)
     assert abs(float(fused) - float(losses.full_softmax(h, e, y))) < 0.05
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.3])
+def test_chunked_softmax_label_smoothing_matches_torch_over_real_items(eps):
+    h, e, y = setup(P=9, D=8, n_rows=17)
+    h1, e1 = h.clone().requires_grad_(True), e.clone().requires_grad_(True)
+    h2, e2 = h.clone().requires_grad_(True), e.clone().requires_grad_(True)
+    # reference: smoothing over the real items only (column 0 is padding and never a class)
+    ref = F.cross_entropy(h1 @ e1[1:].T, y - 1, label_smoothing=eps)
+    ref.backward()
+    fused = losses.chunked_full_softmax(h2, e2, y, chunk=4, matmul_dtype=torch.float32, smoothing=eps)
+    fused.backward()
+    torch.testing.assert_close(fused, ref)
+    torch.testing.assert_close(h2.grad, h1.grad)
+    torch.testing.assert_close(e2.grad, e1.grad)

@@ -45,6 +45,7 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         targets: torch.Tensor,
         chunk: int,
         matmul_dtype: torch.dtype,
+        smoothing: float,
     ) -> torch.Tensor:
         P = states.shape[0]
         pad = -P % chunk
@@ -59,8 +60,14 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             lse[s : s + chunk] = torch.logsumexp(logits, dim=1)
             target_logit[s : s + chunk] = logits.gather(1, y[s : s + chunk, None])[:, 0]
         ctx.save_for_backward(h, e, y, lse)
-        ctx.chunk, ctx.n_rows = chunk, P
-        return (lse[:P] - target_logit[:P]).mean()
+        ctx.chunk, ctx.n_rows, ctx.smoothing = chunk, P, smoothing
+        loss = lse[:P] - target_logit[:P]
+        if smoothing:
+            # Label smoothing spreads mass `smoothing` uniformly over the real items (never the padding row):
+            # its cross-entropy term is lse - mean logit, and the mean logit is h . mean(e[1:]).
+            mean_logit = h[:P].float() @ e[1:].float().mean(0)
+            loss = (1 - smoothing) * loss + smoothing * (lse[:P] - mean_logit)
+        return loss.mean()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
@@ -76,11 +83,17 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             logits[:, 0] = float("-inf")
             # d loss / d logits = (softmax - onehot) * weight
             p = torch.exp_(logits.sub_(lse[s : s + chunk, None]))
-            p[torch.arange(len(hc)), y[s : s + chunk]] -= 1.0
+            p[torch.arange(len(hc)), y[s : s + chunk]] -= 1.0 - ctx.smoothing
             p = p.mul_(weight[s : s + chunk]).to(h.dtype)
             grad_h[s : s + chunk] = (p @ e).float()
             grad_e += (p.T @ hc).float()
-        return grad_h[:P], grad_e, None, None, None
+        if ctx.smoothing:
+            # The uniform part of the target, -smoothing / N on every real item, handled in closed form.
+            n_real = e.shape[0] - 1
+            e_mean = e[1:].float().mean(0)  # (D,)
+            grad_h -= ctx.smoothing * weight * e_mean
+            grad_e[1:] -= ctx.smoothing / n_real * (weight * h.float()).sum(0)
+        return grad_h[:P], grad_e, None, None, None, None
 
 
 def chunked_full_softmax(
@@ -90,9 +103,13 @@ def chunked_full_softmax(
     *,
     chunk: int = 256,
     matmul_dtype: torch.dtype = torch.bfloat16,
+    smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Same value as :func:`full_softmax` (up to matmul precision) in a fraction of the memory and time."""
-    out = _ChunkedSoftmaxCE.apply(states, item_emb, targets, chunk, matmul_dtype)
+    """Same value as :func:`full_softmax` (up to matmul precision) in a fraction of the memory and time.
+
+    ``smoothing`` > 0 adds label smoothing over the real items (padding excluded).
+    """
+    out = _ChunkedSoftmaxCE.apply(states, item_emb, targets, chunk, matmul_dtype, smoothing)
     return out  # type: ignore[no-any-return]
 
 

@@ -44,6 +44,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decays to this fraction of lr
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping
     loss: Literal["full", "sampled", "bce", "gbce"] = "full"
+    label_smoothing: float = 0.0  # full softmax only
     ce_chunk: int = 128  # full softmax: rows per chunk of the fused loss (0 = plain, unfused)
     n_negatives: int = 256  # sampled / bce / gbce
     gbce_t: float = 0.75
@@ -158,7 +159,9 @@ def step_loss(
     y = targets[keep]
     emb = model.output_embeddings()
     if cfg.loss == "full" and cfg.ce_chunk:
-        loss = losses.chunked_full_softmax(states, emb, y, chunk=cfg.ce_chunk, matmul_dtype=matmul_dtype)
+        loss = losses.chunked_full_softmax(
+            states, emb, y, chunk=cfg.ce_chunk, matmul_dtype=matmul_dtype, smoothing=cfg.label_smoothing
+        )
     elif cfg.loss == "full":
         loss = losses.full_softmax(states, emb, y)
     elif cfg.loss == "sampled":
