@@ -71,12 +71,11 @@ def eval_examples(
     )
 
 
-def histories_of(seqs: Sequences, ex: EvalExamples, idx: np.ndarray) -> tuple[list, list, list]:
-    """Item, behaviour and timestamp arrays of the selected examples' histories."""
+def histories_of(seqs: Sequences, ex: EvalExamples, idx: np.ndarray) -> tuple[list, list]:
+    """Item and behaviour arrays of the selected examples' histories."""
     items = [np.asarray(seqs.items[ex.hist_start[i] : ex.hist_end[i]]) for i in idx]
     behaviors = [np.asarray(seqs.behaviors[ex.hist_start[i] : ex.hist_end[i]]) for i in idx]
-    times = [np.asarray(seqs.timestamps[ex.hist_start[i] : ex.hist_end[i]]) for i in idx]
-    return items, behaviors, times
+    return items, behaviors
 
 
 def chunks(n: int, chunk: int) -> list[np.ndarray]:
@@ -149,7 +148,7 @@ def evaluate_scorer(
     ex = eval_examples(seqs, split=split, target_behavior=target_behavior)
 
     def score_rows(rows: np.ndarray) -> torch.Tensor:
-        items, behaviors, _ = histories_of(seqs, ex, rows)
+        items, behaviors = histories_of(seqs, ex, rows)
         return torch.as_tensor(scorer.score(items, behaviors=behaviors))
 
     t0 = time.perf_counter()

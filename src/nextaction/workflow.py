@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 
 from nextaction.config import build, load_sections
 from nextaction.data.dataset import PreparedDataset
@@ -24,17 +22,14 @@ from nextaction.errors import InputError
 # torch-backed modules are imported inside the functions that train or score, so that `nextaction prepare`
 # starts in a fraction of a second.
 
+if TYPE_CHECKING:
+    from nextaction.data.prepare import PrepareResult
+
 Log = Callable[[str], None]
 
 
 def _quiet(_: str) -> None:
     pass
-
-
-@dataclass(frozen=True)
-class Prepared:
-    dataset: PreparedDataset
-    rejects: pl.DataFrame
 
 
 def prepare_source(
@@ -46,15 +41,14 @@ def prepare_source(
     items: str | Path | None = None,
     config: Any = None,
     progress: Log | None = None,
-) -> Prepared:
+) -> PrepareResult:
     """Read an event log (and optional item table) and prepare it with ``config`` (a PrepareConfig)."""
     from nextaction.data.prepare import PrepareConfig, prepare
     from nextaction.data.readers import read_events, read_items
 
     read = read_events(source, format=format, mapping=mapping, separator=separator)
     item_table = read_items(items) if items is not None else None
-    result = prepare(read, items=item_table, config=config or PrepareConfig(), progress=progress)
-    return Prepared(result.dataset, result.rejects)
+    return prepare(read, items=item_table, config=config or PrepareConfig(), progress=progress)
 
 
 def is_prepared_dir(path: str | Path) -> bool:
