@@ -124,7 +124,58 @@ def test_demo_runs_the_whole_path(tmp_path, capsys):
     code, out, err = run(["demo", "--out", str(tmp_path / "demo"), "--events", "3000"], capsys)
     assert code == 0, err
     assert "demo finished" in out
-    for needle in ("most-popular", "item-to-item", "nextaction", "recommendations"):
+    for needle in ("most-popular", "item-to-item", "nextaction", "recommendations", "P(buy)", "buy AUC"):
         assert needle in out
     assert (tmp_path / "demo" / "model" / "model.safetensors").is_file()
     assert (tmp_path / "demo" / "data" / "report.json").is_file()
+
+
+def test_multi_behaviour_log_trains_predicts_and_evaluates_behaviours(tmp_path, capsys):
+    """`train events.csv --out m` on a view/cart/buy log needs no flags: temporal split + behaviour head."""
+    from nextaction.datasets import synthetic
+
+    events_csv, _ = synthetic(n_events=6000, seed=1).write(tmp_path / "log")
+    model = tmp_path / "m"
+    sets = ["--set", "model.dim=16", "--set", "train.epochs=2", "--set", "train.precision=fp32"]
+    code, _, err = run(["train", str(events_csv), "--out", str(model), *sets], capsys)
+    assert code == 0, err
+    config = json.loads((model / "config.json").read_text())
+    assert config["model"]["behavior_head"] is True and config["exclude_seen"] is False
+    assert set(config["calibration"]) == {"view", "cart", "buy"}
+
+    code, out, err = run(["evaluate", str(model), "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["protocol"]["split_kind"] == "temporal"
+    beh = result["behaviors"]
+    for name in ("view", "cart", "buy"):
+        for key in ("AUC", "GAUC", "logloss", "ECE", "accuracy", "precision", "recall", "F1"):
+            assert key in beh[name]
+    assert 0.0 <= beh["next_buy"]["NDCG@10"] <= 1.0
+    assert "20 negatives per positive" in beh["protocol"]["candidates"]
+
+    data = pl.read_csv(events_csv)
+    user = str(data["user_id"][0])
+    items = [str(i) for i in data["item_id"].unique().sort()[:3].to_list()]
+    code, out, err = run(
+        ["predict", str(model), "--user", user, "--items", ",".join([*items, "no-such"]), "--json"], capsys
+    )
+    assert code == 0, err
+    probs = json.loads(out)
+    assert probs["no-such"] is None and "unknown items" in err
+    for item in items:
+        assert set(probs[item]) == {"view", "cart", "buy"}
+        assert all(0.0 <= p <= 1.0 for p in probs[item].values())
+
+    code, out, err = run(["predict", str(model), "--user", "stranger", "--items", items[0], "--json"], capsys)
+    assert code == 0 and "empty history" in err
+    assert set(json.loads(out)[items[0]]) == {"view", "cart", "buy"}
+
+    code, out, err = run(
+        ["recommend", str(model), "--user", user, "--behavior", "buy", "--k", "3", "--json"], capsys
+    )
+    assert code == 0, err
+    assert len(json.loads(out)["items"]) == 3
+
+    code, _, err = run(["recommend", str(model), "--user", user, "--behavior", "fly"], capsys)
+    assert code == 2 and "view, cart, buy" in err

@@ -42,3 +42,42 @@ def test_coverage():
 
 def test_empty_ranks():
     assert ranking_metrics(np.array([]))["NDCG@10"] == 0.0
+
+
+# ---- probability metrics ----------------------------------------------------------------------------
+
+
+def test_auc_against_hand_computed_pairs():
+    from nextaction.metrics import auc
+
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    labels = np.array([0, 0, 1, 1])
+    # positive pairs: (0.35 > 0.1), (0.35 < 0.4), (0.8 > both) -> 3 of 4
+    assert auc(scores, labels) == 0.75
+    assert auc(np.array([1.0, 1.0]), np.array([0, 1])) == 0.5  # a tie counts half
+    assert np.isnan(auc(np.array([0.2, 0.3]), np.array([1, 1])))
+
+
+def test_gauc_weights_users_by_candidates_and_skips_one_class_users():
+    from nextaction.metrics import gauc
+
+    scores = np.array([0.9, 0.1, 0.2, 0.8, 0.7, 0.5, 0.4])
+    labels = np.array([1, 0, 1, 0, 0, 1, 1])
+    groups = np.array([0, 0, 1, 1, 1, 2, 2])  # user 2 has positives only
+    # user 0: AUC 1 (2 candidates); user 1: AUC 0 (3 candidates)
+    assert gauc(scores, labels, groups) == (1.0 * 2 + 0.0 * 3) / 5
+
+
+def test_log_loss_ece_and_f1_threshold():
+    from nextaction.metrics import best_f1_threshold, binary_metrics, expected_calibration_error, log_loss
+
+    assert log_loss(np.array([0.5, 0.5]), np.array([0, 1])) == pytest.approx(np.log(2))
+    # two bins: [0.9] says 0.9 and is right (|0.9-1|), [0.1] says 0.1 and is right (|0.1-0|)
+    assert expected_calibration_error(np.array([0.9, 0.1]), np.array([1, 0])) == pytest.approx(0.1)
+    assert expected_calibration_error(np.array([0.3] * 10), np.array([1] * 3 + [0] * 7)) == pytest.approx(0.0)
+    probs = np.array([0.9, 0.8, 0.3, 0.2])
+    labels = np.array([1, 1, 0, 1])
+    t = best_f1_threshold(probs, labels)
+    assert t == 0.2  # all positive: P 3/4, R 1 -> F1 6/7 beats the cut at 0.8 (F1 4/5)
+    m = binary_metrics(probs, labels, t)
+    assert m["recall"] == 1.0 and m["precision"] == 0.75 and m["F1"] == pytest.approx(6 / 7)

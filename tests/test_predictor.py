@@ -73,3 +73,50 @@ def test_bad_requests(model_dir):
         p.recommend(["i3"], k=0)
     with pytest.raises(InputError, match="epoch milliseconds"):
         p.recommend([{"item_id": "i3", "timestamp": "yesterday"}])
+
+
+@pytest.fixture(scope="module")
+def funnel_dir(tmp_path_factory):
+    from factories import funnel_dataset
+    from nextaction.workflow import calibrate_model
+
+    out = tmp_path_factory.mktemp("funnel")
+    data = funnel_dataset(n_users=150, seed=2)
+    mc = ModelConfig(n_items=data.n_items, n_behaviors=len(data.behaviors), dim=16, behavior_head=True)
+    tc = TrainConfig(epochs=4, batch_size=32, warmup_steps=5, precision="fp32")
+    model, _ = fit(data, mc, tc, out_dir=out)
+    save_model(out, model, tc, {"exclude_seen": False, "calibration": calibrate_model(model, data)})
+    data.save(out / "data")
+    return out
+
+
+def test_predict_gives_calibrated_probabilities_per_behaviour(funnel_dir):
+    p = Predictor.load(funnel_dir)
+    history = p.history("u5", split="all")
+    probs = p.predict(history, ["i1", "i2", "nope"])
+    assert list(probs) == ["i1", "i2", "nope"]
+    assert probs["nope"] is None and p.last_unknown_items == ["nope"]
+    for item in ("i1", "i2"):
+        assert set(probs[item]) == {"view", "cart", "buy"}
+        assert all(0.0 <= v <= 1.0 for v in probs[item].values())
+    # an empty history (a new user) is a valid question too
+    assert set(p.predict([], ["i1"])["i1"]) == {"view", "cart", "buy"}
+
+
+def test_recommend_for_a_behaviour(funnel_dir):
+    p = Predictor.load(funnel_dir)
+    history = p.history("u5", split="all")
+    recs = p.recommend(history, k=5, behavior="buy")
+    assert len(recs) == 5
+    probs = [s for _, s in recs]
+    assert probs == sorted(probs, reverse=True) and all(0 <= s <= 1 for s in probs)
+    # the ranking matches predict()'s buy probabilities
+    direct = p.predict(history, [i for i, _ in recs])
+    assert [round(direct[i]["buy"], 4) for i, _ in recs] == [round(s, 4) for s in probs]
+    with pytest.raises(InputError, match="the model knows: view, cart, buy"):
+        p.recommend(history, behavior="fly")
+
+
+def test_predict_needs_a_behaviour_head(model_dir):
+    with pytest.raises(InputError, match="no behaviour head"):
+        Predictor.load(model_dir).predict(["i1"], ["i2"])

@@ -279,19 +279,56 @@ def recommend(
     user: Annotated[str, typer.Option("--user", help="user id from the training data")],
     k: Annotated[int, typer.Option("--k", help="how many items")] = 10,
     split: Annotated[str, typer.Option(help="history up to this split's target: test, valid or all")] = "all",
+    behavior: Annotated[
+        str | None, typer.Option("--behavior", help="items the user will do this on next, e.g. buy")
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Top-k next items for a known user, from their history."""
+    """Top-k next items for a known user, from their history (optionally for one behaviour)."""
     from nextaction.predictor import Predictor
 
     p = Predictor.load(model_dir)
-    recs = p.recommend(p.history(user, split=split), k=k)
+    recs = p.recommend(p.history(user, split=split), k=k, behavior=behavior)
+    score_name = f"P({behavior})" if behavior else "score"
     if json_:
         _print_json({"user": user, "items": [{"item_id": i, "score": s} for i, s in recs]})
         return
-    table = Table("rank", "item_id", "score", title=f"next items for user {user}")
+    what = f"items user {user} will {behavior} next" if behavior else f"next items for user {user}"
+    table = Table("rank", "item_id", score_name, title=what)
     for r, (item, score) in enumerate(recs, 1):
         table.add_row(str(r), item, f"{score:.3f}")
+    out.print(table)
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
+    user: Annotated[str, typer.Option("--user", help="user id; unknown users get an empty history")],
+    items: Annotated[str, typer.Option("--items", help="candidate item ids, comma-separated")],
+    json_: JsonOpt = False,
+) -> None:
+    """Probability of each behaviour (view, cart, buy …) of the user on each candidate item."""
+    from nextaction.predictor import Predictor
+
+    p = Predictor.load(model_dir)
+    candidates = [i.strip() for i in items.split(",") if i.strip()]
+    if not candidates:
+        raise InputError("--items is empty; give candidate item ids like --items i1,i2,i3")
+    if p.knows_user(user):
+        history = p.history(user, split="all")
+    else:
+        err.print(f"unknown user '{user}': predicting from an empty history")
+        history = []
+    probs = p.predict(history, candidates)
+    if p.last_unknown_items:
+        err.print(f"unknown items (null in the output): {', '.join(p.last_unknown_items)}")
+    if json_:
+        _print_json(probs)
+        return
+    table = Table("item_id", *p.behaviors, title=f"behaviour probabilities for user {user}")
+    for item, row in probs.items():
+        cells = [f"{row[b]:.3f}" for b in p.behaviors] if row else ["unknown item"] * len(p.behaviors)
+        table.add_row(item, *cells)
     out.print(table)
 
 

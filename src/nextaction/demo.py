@@ -1,7 +1,7 @@
 """``nextaction demo``: the whole path on built-in synthetic data, in a few minutes on a laptop CPU.
 
 synthetic shop log → prepare (report) → train → full-ranking evaluation against the baselines →
-recommendations for a sample user.
+behaviour prediction metrics → recommendations and behaviour probabilities for a sample user.
 """
 
 from __future__ import annotations
@@ -60,6 +60,17 @@ def run_demo(out_dir: Path, *, n_events: int = 200_000, console: Console | None 
         f"ties {p['ties']}, {p['users_evaluated']} users"
     )
 
+    beh = result.get("behaviors")
+    if beh:
+        names = [b for b in beh if isinstance(beh[b], dict) and "AUC" in beh[b]]
+        t = Table(
+            "model", *(f"{b} AUC" for b in names), *(f"{b} ECE" for b in names), title="behaviour prediction"
+        )
+        for name, m in {"nextaction": beh, **beh.get("baselines", {})}.items():
+            t.add_row(name, *(f"{m[b]['AUC']:.3f}" for b in names), *(f"{m[b]['ECE']:.3f}" for b in names))
+        con.print(t)
+        con.print(f"protocol: {beh['protocol']['candidates']}; {beh['protocol']['calibration']}")
+
     con.rule("5. recommendations for a sample user")
     predictor = Predictor.load(model_dir)
     user = predictor.data.users["user_id"][0]
@@ -73,5 +84,25 @@ def run_demo(out_dir: Path, *, n_events: int = 200_000, console: Console | None 
     for r, (item, score) in enumerate(predictor.recommend(history, k=5), 1):
         recs.add_row(str(r), item, titles.get(item, ""), f"{score:.2f}")
     con.print(recs)
+    if predictor.model.behavior is not None:
+        con.rule("6. how likely is each behaviour? (calibrated probabilities)")
+        seen = list(dict.fromkeys(e[ITEM_ID] for e in reversed(history)))[:3]
+        candidates = list(dict.fromkeys([*seen, *(i for i, _ in predictor.recommend(history, k=3))]))
+        probs = predictor.predict(history, candidates)
+        t = Table("item_id", "title", "in history", *(f"P({b})" for b in predictor.behaviors))
+        for item, row in probs.items():
+            if row is not None:
+                t.add_row(
+                    item,
+                    titles.get(item, ""),
+                    "yes" if item in seen else "",
+                    *(f"{row[b]:.3f}" for b in predictor.behaviors),
+                )
+        con.print(t)
+        buy = "buy" if "buy" in predictor.behaviors else predictor.behaviors[-1]
+        top = predictor.recommend(history, k=3, behavior=buy)
+        con.print(
+            f"items user {user} will most likely {buy} next: " + ", ".join(f"{i} ({p:.2f})" for i, p in top)
+        )
     con.print(f"[green]demo finished in {time.perf_counter() - t0:.0f}s[/green]; files in {out_dir}")
     return result

@@ -170,3 +170,12 @@ def uniform_log_q(n_items: int) -> torch.Tensor:
     lq = torch.full((n_items + 1,), -math.log(n_items))
     lq[0] = float("-inf")
     return lq
+
+
+def multilabel_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of independent per-behaviour labels.
+
+    logits, labels: (..., NB). Each behaviour is its own yes/no question (an item can be viewed *and*
+    bought), so no softmax across behaviours.
+    """
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())

@@ -7,6 +7,8 @@ target per user, Recall@K equals HR@K; it is reported under both names so tables
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -45,3 +47,104 @@ def coverage(top_items: np.ndarray, n_items: int) -> float:
         return 0.0
     seen = np.unique(top_items[top_items > 0])
     return float(seen.size / n_items)
+
+
+# ---- probability metrics (behaviour prediction) ---------------------------------------------------------
+
+ECE_BINS = 15
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x`` with ties sharing their average rank (as in the Mann–Whitney U statistic)."""
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    boundaries = np.flatnonzero(np.diff(sorted_x)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(x)]])
+    avg = (starts + ends + 1) / 2.0  # mean of the 1-based ranks start+1 … end
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: P(a random positive scores above a random negative), ties count half.
+
+    NaN when only one class is present.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _average_ranks(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def gauc(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
+    """Per-user AUC averaged with weights = the user's number of candidates (users with one class skipped).
+
+    ``groups`` must be sorted (candidates of a user contiguous), as in a CandidateSet.
+    """
+    groups = np.asarray(groups)
+    if len(groups) == 0:
+        return float("nan")
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(groups)) + 1, [len(groups)]])
+    total, weight = 0.0, 0
+    for a, b in itertools.pairwise(bounds):
+        value = auc(scores[a:b], labels[a:b])
+        if not np.isnan(value):
+            total += value * (b - a)
+            weight += b - a
+    return total / weight if weight else float("nan")
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray, *, eps: float = 1e-7) -> float:
+    """Mean negative log-likelihood of binary labels."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
+    y = np.asarray(labels, dtype=np.float64)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()) if len(p) else float("nan")
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, *, bins: int = ECE_BINS) -> float:
+    """Σ_bins (n_bin / n) · |mean predicted − observed rate| over ``bins`` equal-width probability bins."""
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if len(p) == 0:
+        return float("nan")
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    sum_p = np.bincount(which, weights=p, minlength=bins)
+    sum_y = np.bincount(which, weights=y, minlength=bins)
+    return float(np.abs(sum_p - sum_y).sum() / len(p))
+
+
+def best_f1_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The probability threshold (predict positive when p >= threshold) that maximises F1."""
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    if not y.any():
+        return 1.0
+    order = np.argsort(-p, kind="stable")
+    tp = np.cumsum(y[order])
+    k = np.arange(1, len(p) + 1)
+    # only cut between distinct probabilities: a threshold cannot split tied scores
+    last_of_tie = np.concatenate([p[order][1:] != p[order][:-1], [True]])
+    f1 = np.where(last_of_tie, 2 * tp / (k + y.sum()), -1.0)
+    return float(p[order][int(np.argmax(f1))])
+
+
+def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 of the decision ``p >= threshold``."""
+    pred = np.asarray(probs) >= threshold
+    y = np.asarray(labels, dtype=bool)
+    tp = float((pred & y).sum())
+    precision = tp / pred.sum() if pred.sum() else 0.0
+    recall = tp / y.sum() if y.sum() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+        "precision": precision,
+        "recall": recall,
+        "F1": f1,
+    }

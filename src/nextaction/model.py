@@ -52,6 +52,10 @@ class ModelConfig:
     ffn: Literal["gelu", "swiglu"] = "gelu"  # swiglu: the gated FFN of LLaMA / eSASRec
     gated_residual: bool = False  # LiGR-style: a sigmoid gate scales each sub-layer's residual update
     rel_pos_bias: bool = False  # HSTU-style learned attention bias per head and distance (t - s)
+    behavior_head: bool = (
+        False  # P(behaviour | history, candidate) head; on by default for multi-behaviour logs
+    )
+    head_dropout: float = 0.1
 
 
 def time_gap_buckets(timestamps_ms: torch.Tensor, mask: torch.Tensor, n_buckets: int) -> torch.Tensor:
@@ -131,6 +135,84 @@ class Block(nn.Module):
         return x + (update if self.gates is None else torch.sigmoid(self.gates[1](h)) * update)
 
 
+class BehaviorHead(nn.Module):
+    """P(behaviour b on candidate c within the next events | history): one logit per real behaviour.
+
+    Target-aware, as in DIN/BST: the candidate attends to the visible history events (a learned "null"
+    event is always visible, so an empty history is well defined). Beside that soft match, exact-match
+    features say how often and how recently the user already did each behaviour on the candidate — the
+    strongest signal in shops (people buy what they carted) — and the next-item logit ``h·e_c`` says how
+    likely the candidate is next. A wide linear path on those features learns such rules fast; the MLP
+    (deep path) combines them with the user state and the candidate's embedding.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        D, NB = cfg.dim, cfg.n_behaviors - 1
+        self.n_behaviors = NB
+        self.q = nn.Linear(D, D)
+        self.k = nn.Linear(D, D)
+        self.v = nn.Linear(D, D)
+        self.null = nn.Parameter(torch.zeros(2, D))  # key and value of the always-visible null event
+        n_feat = 2 * NB + 3
+        self.wide = nn.Linear(n_feat, NB)
+        self.deep = nn.Sequential(
+            nn.Linear(4 * D + n_feat, 2 * D), nn.GELU(), nn.Dropout(cfg.head_dropout), nn.Linear(2 * D, NB)
+        )
+
+    def forward(
+        self,
+        events: torch.Tensor,
+        hist_items: torch.Tensor,
+        hist_behaviors: torch.Tensor,
+        states: torch.Tensor,
+        cand_emb: torch.Tensor,
+        cand: torch.Tensor,
+        upto: torch.Tensor,
+    ) -> torch.Tensor:
+        """Logits (B, T, M, NB) for M candidates at each of T query points.
+
+        events: (B, L, D) history event embeddings (keys/values); hist_items, hist_behaviors: (B, L);
+        states: (B, T, D) user state at each query point; cand_emb: (B, T, M, D); cand: (B, T, M) item_idx;
+        upto: (B, T) index of the last history event a query may see (-1 = none).
+        """
+        L, D = events.shape[1], events.shape[2]
+        NB = self.n_behaviors
+        s = torch.arange(L, device=events.device)
+        visible = (s[None, None, :] <= upto[..., None]) & (hist_items != PAD)[:, None, :]  # (B, T, L)
+
+        # soft match: candidate -> visible history events (single head), plus the null event
+        q = self.q(cand_emb)  # (B, T, M, D)
+        k, v = self.k(events), self.v(events)  # (B, L, D)
+        att = torch.einsum("btmd,bld->btml", q, k) / math.sqrt(D)
+        att = att.masked_fill(~visible[:, :, None, :], float("-inf"))
+        att_null = (q @ self.null[0]) / math.sqrt(D)  # (B, T, M)
+        w = torch.softmax(torch.cat([att, att_null[..., None]], dim=-1), dim=-1)
+        ctx = torch.einsum("btml,bld->btmd", w[..., :L], v) + w[..., L:] * self.null[1]
+
+        # exact match: how often and how recently the user did each behaviour on this very item
+        match = (cand[..., None] == hist_items[:, None, None, :]) & visible[:, :, None, :]  # (B, T, M, L)
+        counts = torch.stack(
+            [(match & (hist_behaviors == b + 1)[:, None, None, :]).sum(-1) for b in range(NB)], dim=-1
+        ).float()  # (B, T, M, NB)
+        last_b = torch.stack(
+            [
+                (match & (hist_behaviors == b + 1)[:, None, None, :]).float().mul(s + 1).amax(-1)
+                for b in range(NB)
+            ],
+            dim=-1,
+        )  # (B, T, M, NB) 1 + position of the last such event, 0 if none
+        age = (upto[..., None, None] + 1 - last_b).float()  # events since, per behaviour
+        recency = torch.where(last_b > 0, 1.0 / age.clamp(min=1.0), torch.zeros_like(age))
+        dot = (states[:, :, None, :] * cand_emb).sum(-1, keepdim=True)  # (B, T, M, 1) next-item logit
+        any_seen = (counts.sum(-1, keepdim=True) > 0).float()
+        n_hist = torch.log1p(visible.sum(-1).float())[:, :, None, None].expand_as(dot)
+        feats = torch.cat([torch.log1p(counts), recency, any_seen, dot * 0.1, n_hist], dim=-1)
+        u = states[:, :, None, :].expand_as(cand_emb)
+        deep_in = torch.cat([u, cand_emb, ctx, u * cand_emb, feats], dim=-1)
+        return self.wide(feats) + self.deep(deep_in)
+
+
 class NextActionModel(nn.Module):
     """Causal transformer that maps an event sequence to one user state per position."""
 
@@ -151,6 +233,7 @@ class NextActionModel(nn.Module):
         # sparse catalogues, where most items are seen only a handful of times.
         self.out_emb = None if cfg.tie_weights else nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=PAD)
         self.out_bias = nn.Parameter(torch.zeros(cfg.n_items + 1)) if cfg.item_bias else None
+        self.behavior = BehaviorHead(cfg) if cfg.behavior_head else None
         self.apply(self._init_weights)
         with torch.no_grad():
             self.item_emb.weight.normal_(0.0, cfg.emb_init_std)
@@ -200,12 +283,37 @@ class NextActionModel(nn.Module):
         mask = items != PAD
         gaps = time_gap_buckets(timestamps, mask, self.cfg.time_buckets)
         pos = torch.arange(L, device=items.device)
-        x = self.item_emb(items) + self.behavior_emb(behaviors) + self.time_emb(gaps) + self.pos_emb(pos)
+        x = self.event_embeddings(items, behaviors) + self.time_emb(gaps) + self.pos_emb(pos)
         x = self.drop(x * mask.unsqueeze(-1))
         bias = self._relative_bias(L) if self.rel_bias is not None else None
         for block in self.blocks:
             x = block(x, bias)
         return self.ln_f(x)
+
+    def event_embeddings(self, items: torch.Tensor, behaviors: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) what happened: item + behaviour embedding (the behaviour head's keys too)."""
+        return self.item_emb(items) + self.behavior_emb(behaviors)
+
+    def behavior_logits(
+        self,
+        h: torch.Tensor,
+        items: torch.Tensor,
+        behaviors: torch.Tensor,
+        cand: torch.Tensor,
+        upto: torch.Tensor,
+    ) -> torch.Tensor:
+        """Behaviour logits (B, T, M, NB) of candidates ``cand`` (B, T, M) at query points ``upto`` (B, T).
+
+        h: (B, L, D) output of :meth:`forward` for the history ``items``/``behaviors`` (B, L). Query point
+        ``upto[b, t]`` is the index of the last history event it may see (-1 = empty history: zero state).
+        """
+        if self.behavior is None:
+            raise ValueError("this model has no behaviour head (model.behavior_head = false)")
+        idx = upto.clamp(min=0)
+        states = h.gather(1, idx[..., None].expand(-1, -1, h.shape[-1]))  # (B, T, D)
+        states = states.masked_fill((upto < 0)[..., None], 0.0)
+        events = self.event_embeddings(items, behaviors)
+        return self.behavior(events, items, behaviors, states, self.item_emb(cand), cand, upto)
 
     def _relative_bias(self, L: int) -> torch.Tensor:
         """(H, L, L) additive attention bias: rel_bias[h, t - s] below the diagonal, -inf above it."""

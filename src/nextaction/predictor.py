@@ -5,10 +5,13 @@
     p.recommend(p.history("42"), k=10)      # [(item_id, score), …] best first
     p.recommend(["B001", "B002"], k=5)      # bare item ids are a history too
     p.score([{"item_id": "B001", "behavior": "view"}], ["B003", "B004"])
+    p.predict(p.history("42", split="all"), ["B003", "B004"])   # {"B003": {"view": 0.9, "buy": 0.1}, …}
+    p.recommend(p.history("42", split="all"), k=5, behavior="buy")  # items the user will buy next
 
 A history is a list of events, oldest first: dicts with ``item_id`` and optional ``behavior`` and
 ``timestamp`` (epoch milliseconds), or bare item ids. Items the model has never seen are skipped (they carry
-no learned signal) and listed in :attr:`Predictor.last_unknown`.
+no learned signal) and listed in :attr:`Predictor.last_unknown`. An empty history is valid: a new user
+gets predictions from what the model learned about everyone (popular items, base rates per behaviour).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class Predictor:
         self._user_idx: dict[str, int] | None = None
         self.exclude_seen: bool = bool(config.get("exclude_seen", True))
         self.last_unknown: list[str] = []
+        self.last_unknown_items: list[str] = []
+        self.calibration: dict[str, dict[str, float]] | None = config.get("calibration")
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Predictor:
@@ -107,6 +112,11 @@ class Predictor:
                 f"history event {pos}: timestamp must be epoch milliseconds, got {ts!r}"
             ) from None
 
+    def knows_user(self, user_id: str | int) -> bool:
+        if self._user_idx is None:
+            self._user_idx = self.data.user_index()
+        return str(user_id) in self._user_idx
+
     def behavior_index(self, behavior: str) -> int:
         if behavior not in self._behavior_idx:
             known = ", ".join(self._behavior_idx)
@@ -123,12 +133,23 @@ class Predictor:
         return score_histories(self.model, batch)[0]
 
     def recommend(
-        self, history: Iterable[Event], k: int = 10, *, exclude_seen: bool | None = None
+        self,
+        history: Iterable[Event],
+        k: int = 10,
+        *,
+        exclude_seen: bool | None = None,
+        behavior: str | None = None,
     ) -> list[tuple[str, float]]:
-        """Top-``k`` next items as (item_id, score), best first."""
+        """Top-``k`` next items as (item_id, score), best first.
+
+        With ``behavior`` (e.g. "buy"): the items the user will most likely do that on next, scored by the
+        calibrated probability. Seen items stay candidates unless ``exclude_seen`` is True.
+        """
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
         history = list(history)
+        if behavior is not None:
+            return self._recommend_for_behavior(history, k, behavior, bool(exclude_seen))
         s = self.scores(history).clone()
         s[0] = float("-inf")
         if self.exclude_seen if exclude_seen is None else exclude_seen:
@@ -146,3 +167,85 @@ class Predictor:
         s = self.scores(history)
         idx = [self._item_idx.get(str(i)) for i in item_ids]
         return [float(s[i]) if i is not None else float("-inf") for i in idx]
+
+    # ---- behaviour probabilities ------------------------------------------------------------------------
+
+    @property
+    def behaviors(self) -> list[str]:
+        """The behaviours the model predicts, in output order."""
+        return list(self.data.behaviors[1:])
+
+    def _require_head(self) -> None:
+        if self.model.behavior is None:
+            raise InputError(
+                "this model has no behaviour head (trained on a single-behaviour log); retrain with "
+                "--set model.behavior_head=true to predict behaviour probabilities"
+            )
+
+    def _probs(self, logits: np.ndarray) -> np.ndarray:
+        """Raw (…, NB) behaviour logits -> calibrated probabilities (plain sigmoid if never calibrated)."""
+        from nextaction.behaviors import Platt
+
+        out = np.empty(logits.shape, dtype=np.float64)
+        for k, name in enumerate(self.behaviors):
+            cal = (self.calibration or {}).get(name, {"a": 1.0, "c": 0.0})
+            out[..., k] = Platt(cal["a"], cal["c"])(logits[..., k])
+        return out
+
+    @torch.no_grad()
+    def predict(
+        self, history: Iterable[Event], item_ids: Sequence[str | int]
+    ) -> dict[str, dict[str, float] | None]:
+        """P(behaviour | history, item) for every candidate and behaviour, calibrated on validation.
+
+        Returns ``{item_id: {behavior: probability}}`` in the order given; items the model does not know
+        map to None and are listed in :attr:`last_unknown_items`.
+        """
+        self._require_head()
+        items, behaviors, times = self.encode(history)
+        batch = from_lists([items], [behaviors], [times], self.model.cfg.max_len)
+        idx = [self._item_idx.get(str(i)) for i in item_ids]
+        known = [i for i in idx if i is not None]
+        self.last_unknown_items = [str(i) for i, j in zip(item_ids, idx, strict=True) if j is None]
+        probs = np.zeros((0, len(self.behaviors)))
+        if known:
+            h = self.model(batch.items, batch.behaviors, batch.timestamps)
+            upto = torch.tensor([[len(items) - 1]])
+            cand = torch.tensor(known, dtype=torch.long)[None, None, :]
+            logits = self.model.behavior_logits(h, batch.items, batch.behaviors, cand, upto)[0, 0]
+            probs = self._probs(logits.float().numpy())
+        out: dict[str, dict[str, float] | None] = {}
+        row = 0
+        for item, j in zip(item_ids, idx, strict=True):
+            if j is None:
+                out[str(item)] = None
+                continue
+            out[str(item)] = {b: round(float(p), 6) for b, p in zip(self.behaviors, probs[row], strict=True)}
+            row += 1
+        return out
+
+    @torch.no_grad()
+    def _recommend_for_behavior(
+        self, history: list[Event], k: int, behavior: str, exclude_seen: bool
+    ) -> list[tuple[str, float]]:
+        from nextaction.behaviors import SHORTLIST, rerank_for_behavior
+
+        self._require_head()
+        b = self.behavior_index(behavior)
+        items, behaviors, times = self.encode(history)
+        batch = from_lists([items], [behaviors], [times], self.model.cfg.max_len)
+        s = torch.from_numpy(
+            rerank_for_behavior(
+                self.model, batch.items, batch.behaviors, batch.timestamps, b, max(SHORTLIST, k)
+            )[0]
+        )
+        if exclude_seen:
+            s[torch.from_numpy(items)] = float("-inf")
+        k = min(k, int(torch.isfinite(s).sum()))
+        top = torch.topk(s, k)
+        logits = np.zeros((k, len(self.behaviors)))
+        logits[:, b - 1] = top.values.numpy()
+        probs = self._probs(logits)[:, b - 1]
+        return [
+            (self._item_ids[i], float(p)) for p, i in zip(probs.tolist(), top.indices.tolist(), strict=True)
+        ]

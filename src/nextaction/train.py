@@ -27,6 +27,7 @@ from nextaction.batches import (
     training_sequences,
     training_windows,
 )
+from nextaction.candidates import popularity_cdf, train_popularity, training_candidates
 from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import VALID
 from nextaction.evaluate import eval_examples, rank_targets
@@ -54,6 +55,10 @@ class TrainConfig:
     eval_every: int = 1
     threads: int = 0  # torch intra-op threads; 0 = all cores
     exclude_seen: bool | None = None  # None: on for single-behaviour logs, off otherwise
+    # behaviour head (models with model.behavior_head): loss = next-item CE + behavior_weight * BCE
+    behavior_weight: float = 1.0
+    behavior_horizon: int = 16  # a candidate's labels: what the user did on it in the next N events
+    behavior_negatives: int = 4  # popularity-sampled negatives per position
 
 
 def bf16_supported() -> bool:
@@ -149,8 +154,13 @@ def step_loss(
     gen: torch.Generator,
     *,
     matmul_dtype: torch.dtype = torch.float32,
+    behavior_cdf: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """Loss of one batch of windows: every position predicts the next event. Returns (loss, targets)."""
+    """Loss of one batch of windows: every position predicts the next event. Returns (loss, targets).
+
+    With ``behavior_cdf`` (the popularity CDF of the behaviour head's negatives) every position also
+    predicts which behaviours the user will do on a few candidates (see candidates.training_candidates).
+    """
     inputs = Batch(batch.items[:, :-1], batch.behaviors[:, :-1], batch.timestamps[:, :-1])
     targets = batch.items[:, 1:]
     h = model(inputs.items, inputs.behaviors, inputs.timestamps)  # (B, L, D)
@@ -171,6 +181,20 @@ def step_loss(
         neg = torch.randint(1, emb.shape[0], (len(y), cfg.n_negatives), generator=gen)
         beta = 1.0 if cfg.loss == "bce" else losses.gbce_beta(cfg.n_negatives, emb.shape[0] - 1, cfg.gbce_t)
         loss = losses.gbce(states, emb, y, neg, beta=beta)
+    if behavior_cdf is not None:
+        tc = training_candidates(
+            batch.items,
+            batch.behaviors,
+            n_behaviors=model.cfg.n_behaviors - 1,
+            horizon=cfg.behavior_horizon,
+            n_negatives=cfg.behavior_negatives,
+            popularity_cdf=behavior_cdf,
+            gen=gen,
+        )
+        L = inputs.items.shape[1]
+        upto = torch.arange(L).expand(len(inputs.items), L)
+        logits = model.behavior_logits(h, inputs.items, inputs.behaviors, tc.items, upto)  # (B, L, M, NB)
+        loss = loss + cfg.behavior_weight * losses.multilabel_bce(logits[tc.mask], tc.labels[tc.mask])
     return loss, len(y)
 
 
@@ -226,6 +250,11 @@ def fit(
     best = checkpoint.load_best_weights(out_dir) if resume and state.epoch else None
     has_valid = bool((np.asarray(data.seqs.split) == VALID).any())
     matmul_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    behavior_cdf = (
+        popularity_cdf(train_popularity(data))
+        if model_cfg.behavior_head and cfg.behavior_weight > 0
+        else None
+    )
 
     t_start = time.perf_counter() - state.seconds
     while state.epoch < cfg.epochs and (state.bad_epochs < cfg.patience or not has_valid):
@@ -242,7 +271,9 @@ def fit(
                 g["lr"] = lr_at(state.step, total_steps, cfg)
             # The catalogue-sized output layer is >90% of the FLOPs: it runs in bf16 inside the fused loss.
             # The small transformer stays in fp32, where autocast's casts would cost more than they save.
-            loss, n = step_loss(model, batch, cfg, log_q, gen, matmul_dtype=matmul_dtype)
+            loss, n = step_loss(
+                model, batch, cfg, log_q, gen, matmul_dtype=matmul_dtype, behavior_cdf=behavior_cdf
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

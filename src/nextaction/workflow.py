@@ -102,7 +102,14 @@ def train_model(
         )
     model_cfg = build(
         ModelConfig,
-        {"n_items": data.n_items, "n_behaviors": len(data.behaviors), **sections["model"]},
+        {
+            "n_items": data.n_items,
+            "n_behaviors": len(data.behaviors),
+            # behaviour probabilities are the point of a multi-behaviour log; single-behaviour logs skip
+            # the head unless asked (it would only predict "interacts")
+            "behavior_head": len(data.behaviors) > 2,
+            **sections["model"],
+        },
         where="[model]",
     )
     precision = resolve_precision(train_cfg.precision)
@@ -111,6 +118,7 @@ def train_model(
         data, model_cfg, train_cfg, out_dir=out, resume=resume, on_epoch=on_epoch, progress=progress
     )
     exclude_seen = default_exclude_seen(data) if train_cfg.exclude_seen is None else train_cfg.exclude_seen
+    calibration = calibrate_model(model, data) if model.behavior is not None else None
     save_model(
         out,
         model,
@@ -122,6 +130,7 @@ def train_model(
             "epochs_run": state.epoch,
             "train_seconds": round(state.seconds, 1),
             "best_valid_NDCG@10": state.best_ndcg,
+            "calibration": calibration,
         },
     )
     plot_metrics(out)
@@ -130,10 +139,46 @@ def train_model(
     return result
 
 
+def calibrate_model(model: Any, data: PreparedDataset) -> dict[str, dict[str, float]] | None:
+    """Platt scaling + max-F1 thresholds of the behaviour head on the valid window (None without one)."""
+    from nextaction.behaviors import ModelBehaviorScorer, calibrate, eval_setup
+
+    setup = eval_setup(data)
+    if len(setup.valid) == 0:
+        return None
+    scores = ModelBehaviorScorer(model).behavior_scores(data.seqs, setup.valid)
+    return calibrate(scores, setup.valid.labels, data.behaviors)
+
+
+def evaluate_behaviors(model: Any, data: PreparedDataset, *, baselines: bool = False) -> dict[str, Any]:
+    """The behaviour-prediction protocol of behaviors.py for the model (and the behaviour baselines)."""
+    from nextaction.behaviors import (
+        ModelBehaviorScorer,
+        behavior_protocol,
+        eval_setup,
+        evaluate_behavior_scorer,
+    )
+
+    setup = eval_setup(data)
+    result: dict[str, Any] = evaluate_behavior_scorer(ModelBehaviorScorer(model), data, setup)
+    result["protocol"] = behavior_protocol(data, setup)
+    if baselines:
+        from nextaction.behavior_baselines import default_behavior_baselines
+
+        result["baselines"] = {
+            b.name: evaluate_behavior_scorer(b, data, setup) for b in default_behavior_baselines()
+        }
+    return result
+
+
 def evaluate_dir(
     model_dir: str | Path, *, split: str = "test", baselines: bool = False, exclude_seen: bool | None = None
 ) -> dict[str, Any]:
-    """Full-ranking evaluation of a model directory (and optionally the baselines, with the same code)."""
+    """Full-ranking evaluation of a model directory (and optionally the baselines, with the same code).
+
+    Models with a behaviour head add ``behaviors``: per-behaviour probability metrics on the test window
+    and next-behaviour full ranking (see behaviors.py).
+    """
     import time
 
     from nextaction.checkpoint import load_model
@@ -165,6 +210,8 @@ def evaluate_dir(
             b.name: evaluate_scorer(b.fit(data), data, split=code, exclude_seen=excl)["metrics"]
             for b in default_baselines(data)
         }
+    if model.behavior is not None and split == "test":
+        result["behaviors"] = evaluate_behaviors(model, data, baselines=baselines)
     return result
 
 

@@ -1,0 +1,264 @@
+"""Candidate sets for behaviour prediction: "how likely is user U to view / cart / buy each of these items?"
+
+Evaluation protocol (recorded with every result, see :func:`window_candidates`):
+- a *window* is a user's events of one split (VALID or TEST); the user's history is everything before the
+  window's first event (for a temporal split: everything before the cutoff);
+- positives = the distinct items the user touched in the window, each labelled per behaviour
+  (``labels[j, b - 1]`` is True when the user did behaviour ``b`` on item j in the window);
+- negatives = ``ratio`` items per positive, sampled without replacement per user from the popularity
+  distribution of the whole log (all splits: an item that first appears in the window can be a negative
+  too, so "never seen in training" does not give a positive away), never one of the user's positives;
+  one generator draws for all users in order, so a fixed seed gives the same set every time;
+- users need at least one history event.
+
+Candidates are stored flat (CSR by user) because users differ wildly in window size; scorers see them a
+chunk of users at a time, padded with item 0.
+
+Behaviour indices follow the dataset's vocabulary: index 0 is padding, so a model's behaviour output ``k``
+belongs to behaviour index ``k + 1`` and ``NB = len(dataset.behaviors) - 1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nextaction.data.dataset import PreparedDataset, Sequences
+from nextaction.data.schema import PAD_IDX, TRAIN
+
+# Names that mark the behaviour a shop cares most about, strongest first. ``primary_behavior`` picks the
+# first one present; otherwise the last behaviour of the vocabulary (funnels are listed view → … → buy).
+PRIMARY_NAMES = ("buy", "purchase", "order", "orders", "transaction", "enrol", "enroll", "like", "fav")
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """Per user: a history span in ``Sequences`` and a flat list of labelled candidate items."""
+
+    user_idx: np.ndarray  # (U,) int64
+    hist_start: np.ndarray  # (U,) int64, offsets into the Sequences arrays
+    hist_end: np.ndarray  # (U,) int64, exclusive = the window's first event
+    offsets: np.ndarray  # (U + 1,) int64 into items/labels
+    items: np.ndarray  # (T,) int64 item_idx
+    labels: np.ndarray  # (T, NB) bool
+
+    def __len__(self) -> int:
+        return len(self.user_idx)
+
+    @property
+    def n_behaviors(self) -> int:
+        return self.labels.shape[1]
+
+    def padded(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates of users ``rows`` as (len(rows), N) item_idx, 0-padded, and the (len(rows), N) mask."""
+        counts = self.offsets[rows + 1] - self.offsets[rows]
+        n = max(1, int(counts.max()) if len(rows) else 1)
+        valid = np.arange(n)[None, :] < counts[:, None]
+        idx = np.where(valid, self.offsets[rows][:, None] + np.arange(n)[None, :], 0)
+        return np.where(valid, self.items[idx] if len(self.items) else 0, PAD_IDX), valid
+
+    def user_of_candidate(self) -> np.ndarray:
+        """(T,) position in ``user_idx`` of every candidate (for per-user metrics)."""
+        return np.repeat(np.arange(len(self)), np.diff(self.offsets))
+
+
+def train_popularity(data: PreparedDataset) -> np.ndarray:
+    """(n_items + 1,) float64 TRAIN event counts per item_idx; index 0 is 0."""
+    seqs = data.seqs
+    items = np.asarray(seqs.items)[np.asarray(seqs.split) == TRAIN]
+    counts = np.bincount(items, minlength=data.n_items + 1).astype(np.float64)
+    counts[PAD_IDX] = 0.0
+    return counts
+
+
+def log_popularity(data: PreparedDataset) -> np.ndarray:
+    """(n_items + 1,) float64 event counts per item_idx over the whole log (every split)."""
+    counts = np.bincount(np.asarray(data.seqs.items), minlength=data.n_items + 1).astype(np.float64)
+    counts[PAD_IDX] = 0.0
+    return counts
+
+
+def primary_behavior(behaviors: list[str]) -> int | None:
+    """The behaviour index of the conversion (buy, …) in a vocabulary; None for single-behaviour logs."""
+    if len(behaviors) <= 2:
+        return None
+    lowered = [b.lower() for b in behaviors]
+    for name in PRIMARY_NAMES:
+        if name in lowered[1:]:
+            return lowered.index(name)
+    return len(behaviors) - 1
+
+
+def window_candidates(
+    seqs: Sequences,
+    *,
+    split: int,
+    n_behaviors: int,
+    popularity: np.ndarray,
+    ratio: int = 20,
+    seed: int = 0,
+    min_history: int = 1,
+) -> CandidateSet:
+    """Labelled candidates for every user with events in ``split`` (see the module docstring)."""
+    split_codes = np.asarray(seqs.split)
+    offsets = np.asarray(seqs.offsets)
+    items_all = np.asarray(seqs.items)
+    beh_all = np.asarray(seqs.behaviors)
+    in_window = np.flatnonzero(split_codes == split)
+    users = np.searchsorted(offsets, in_window, side="right") - 1
+    # the window's first event per user = the end of their history
+    first = np.concatenate([[True], users[1:] != users[:-1]]) if len(users) else np.zeros(0, bool)
+    hist_end = in_window[first]
+    u_idx = users[first]
+    hist_start = offsets[u_idx]
+    keep_user = hist_end - hist_start >= min_history
+    keep_user_of = np.zeros(len(offsets) - 1, dtype=bool)
+    keep_user_of[u_idx[keep_user]] = True
+    ev_keep = keep_user_of[users]
+    ev_users, ev_items, ev_beh = users[ev_keep], items_all[in_window][ev_keep], beh_all[in_window][ev_keep]
+
+    # positives: distinct (user, item) pairs with one label column per behaviour
+    n_items = len(popularity)
+    pair = ev_users.astype(np.int64) * n_items + ev_items
+    uniq, inverse = np.unique(pair, return_inverse=True)
+    labels = np.zeros((len(uniq), n_behaviors), dtype=bool)
+    labels[inverse, ev_beh - 1] = True
+    pos_user, pos_item = uniq // n_items, uniq % n_items
+
+    users_kept = u_idx[keep_user]
+    n_pos = np.bincount(np.searchsorted(users_kept, pos_user), minlength=len(users_kept))
+    neg_user, neg_item = _popularity_negatives(
+        users_kept, n_pos * ratio, popularity, set(uniq.tolist()), seed=seed
+    )
+
+    all_user = np.concatenate([pos_user, neg_user])
+    all_item = np.concatenate([pos_item, neg_item])
+    all_labels = np.concatenate([labels, np.zeros((len(neg_item), n_behaviors), dtype=bool)])
+    order = np.lexsort((np.arange(len(all_user)), all_user))  # by user, positives first, stable
+    counts = np.bincount(np.searchsorted(users_kept, all_user[order]), minlength=len(users_kept))
+    return CandidateSet(
+        user_idx=users_kept.astype(np.int64),
+        hist_start=hist_start[keep_user].astype(np.int64),
+        hist_end=hist_end[keep_user].astype(np.int64),
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        items=all_item[order].astype(np.int64),
+        labels=all_labels[order],
+    )
+
+
+def _popularity_negatives(
+    users: np.ndarray, wanted: np.ndarray, popularity: np.ndarray, positives: set[int], *, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``wanted[u]`` distinct popularity-sampled items per user, none of them a positive of theirs.
+
+    Deterministic for a seed: one generator draws for all users in order, oversampling and then keeping
+    the first distinct draws of each user.
+    """
+    n_items = len(popularity)
+    total = popularity.sum()
+    if total <= 0 or wanted.sum() == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    p = popularity / total
+    n_real = int((popularity > 0).sum())
+    rng = np.random.default_rng(seed)
+    out_u, out_i = [], []
+    remaining = np.minimum(wanted, n_real)
+    pending = np.flatnonzero(remaining > 0)
+    have: dict[int, set[int]] = {int(u): set() for u in users[pending]}
+    for _ in range(8):  # a few rounds settle almost every user; the rest keep what they got
+        if len(pending) == 0:
+            break
+        draws_per = (remaining[pending] * 1.3 + 4).astype(np.int64)
+        draw_users = np.repeat(pending, draws_per)
+        draw_items = rng.choice(n_items, size=len(draw_users), p=p)
+        next_pending = []
+        start = 0
+        for row, k in zip(pending.tolist(), draws_per.tolist(), strict=True):
+            u = int(users[row])
+            got = have[u]
+            for item in draw_items[start : start + k].tolist():
+                if remaining[row] == 0:
+                    break
+                if item in got or u * n_items + item in positives:
+                    continue
+                got.add(item)
+                out_u.append(u)
+                out_i.append(item)
+                remaining[row] -= 1
+            start += k
+            if remaining[row] > 0:
+                next_pending.append(row)
+        pending = np.asarray(next_pending, dtype=np.int64)
+    return np.asarray(out_u, np.int64), np.asarray(out_i, np.int64)
+
+
+# ---- training candidates (torch, per batch of windows) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingCandidates:
+    items: torch.Tensor  # (B, L, M) long candidate item_idx per input position
+    labels: torch.Tensor  # (B, L, M, NB) float 0/1
+    mask: torch.Tensor  # (B, L) bool: positions that have a next event
+
+
+def training_candidates(
+    items: torch.Tensor,
+    behaviors: torch.Tensor,
+    *,
+    n_behaviors: int,
+    horizon: int,
+    n_negatives: int,
+    popularity_cdf: torch.Tensor,
+    gen: torch.Generator,
+) -> TrainingCandidates:
+    """Candidates and labels for every input position of a batch of training windows.
+
+    items, behaviors: (B, L + 1) windows (inputs are ``[:, :-1]``). For input position t the *future* is
+    events t+1 … t+horizon of the window, and a candidate's label for behaviour b is 1 when the user did b
+    on it in that future. Candidates per position (M = 3 + n_negatives):
+      the next item (always a positive), a random item of the future, a random item of the visible
+      history (teaches repeats: is a past item coming back?), and popularity-sampled negatives — the
+      same distribution the evaluation samples from.
+    """
+    B, L1 = items.shape
+    L = L1 - 1
+    lengths = (items != PAD_IDX).sum(dim=1)  # (B,)
+    t = torch.arange(L)
+    mask = t[None, :] + 1 < lengths[:, None]  # (B, L)
+    n_future = (lengths[:, None] - 1 - t[None, :]).clamp(min=1, max=horizon)  # (B, L)
+    r = (torch.rand(B, L, generator=gen) * n_future).long()
+    future_pos = (t[None, :] + 1 + r).clamp(max=L)
+    past_pos = (torch.rand(B, L, generator=gen) * (t[None, :] + 1)).long()
+    nxt = items[:, 1:]
+    fut = items.gather(1, future_pos)
+    past = items.gather(1, past_pos)
+    u = torch.rand(B, L, n_negatives, generator=gen, dtype=torch.float64)
+    neg = torch.searchsorted(popularity_cdf, u).clamp(min=1, max=len(popularity_cdf) - 1)
+    cand = torch.cat([nxt[..., None], fut[..., None], past[..., None], neg], dim=2)  # (B, L, M)
+
+    # future events of position t: window positions t+1 … t+horizon (real ones only)
+    k = torch.arange(1, horizon + 1)
+    fpos = t[:, None] + k[None, :]  # (L, K)
+    fvalid = fpos[None] < lengths[:, None, None]  # (B, L, K)
+    fpos = fpos.clamp(max=L)
+    f_items = items[:, fpos]  # (B, L, K)
+    f_beh = behaviors[:, fpos]
+    match = (cand[..., None] == f_items[:, :, None, :]) & fvalid[:, :, None, :]  # (B, L, M, K)
+    labels = torch.zeros(B, L, cand.shape[2], n_behaviors)
+    for b in range(n_behaviors):
+        labels[..., b] = (match & (f_beh[:, :, None, :] == b + 1)).any(dim=-1).float()
+    return TrainingCandidates(items=cand, labels=labels, mask=mask)
+
+
+def popularity_cdf(popularity: np.ndarray) -> torch.Tensor:
+    """Cumulative distribution over item_idx for inverse-transform sampling (index 0 has mass 0)."""
+    p = np.asarray(popularity, dtype=np.float64)
+    if p.sum() <= 0:
+        p = np.ones_like(p)
+        p[PAD_IDX] = 0
+    cdf = np.cumsum(p / p.sum())
+    cdf[-1] = 1.0
+    return torch.from_numpy(cdf)

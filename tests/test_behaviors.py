@@ -1,0 +1,121 @@
+"""Behaviour prediction end to end: the head learns the funnel, calibration helps, probabilities are sane."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from factories import funnel_dataset
+from nextaction.behaviors import (
+    ModelBehaviorScorer,
+    Platt,
+    calibrate,
+    eval_setup,
+    evaluate_behavior_scorer,
+    probabilities,
+)
+from nextaction.metrics import log_loss
+from nextaction.model import ModelConfig, NextActionModel
+from nextaction.train import TrainConfig, fit
+
+CART, BUY = 2, 3
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data = funnel_dataset(n_users=300, seed=1)
+    mc = ModelConfig(n_items=data.n_items, n_behaviors=len(data.behaviors), dim=32, behavior_head=True)
+    tc = TrainConfig(epochs=12, batch_size=32, warmup_steps=10, patience=100, precision="fp32")
+    model, _ = fit(data, mc, tc, out_dir=tmp_path_factory.mktemp("m"))
+    return data, model
+
+
+def test_buy_after_cart_is_learned(trained):
+    """Users always buy what they carted: P(buy | just carted item) must be far above P(buy | random item)."""
+    data, model = trained
+    rng = np.random.default_rng(0)
+    carted_logits, random_logits = [], []
+    with torch.no_grad():
+        for _ in range(40):
+            hist_items = torch.from_numpy(rng.integers(1, data.n_items + 1, size=6))
+            hist_items[-1] = hist_items[-2]  # view then cart the same item
+            behaviors = torch.tensor([1, 1, 1, 1, 1, CART])
+            items, behaviors = hist_items[None], behaviors[None]
+            h = model(items, behaviors, torch.arange(6)[None] * 3_600_000)
+            others = [i for i in range(1, data.n_items + 1) if i not in hist_items.tolist()]
+            cand = torch.tensor([[[int(hist_items[-1]), int(rng.choice(others))]]])
+            z = model.behavior_logits(h, items, behaviors, cand, torch.tensor([[5]]))[0, 0, :, BUY - 1]
+            carted_logits.append(float(z[0]))
+            random_logits.append(float(z[1]))
+    p_carted = torch.sigmoid(torch.tensor(carted_logits)).mean()
+    p_random = torch.sigmoid(torch.tensor(random_logits)).mean()
+    assert p_carted > 0.5 and p_random < 0.1, (p_carted, p_random)
+
+
+def test_probabilities_in_unit_interval_and_metrics_reported(trained):
+    data, model = trained
+    setup = eval_setup(data, ratio=5)
+    result = evaluate_behavior_scorer(ModelBehaviorScorer(model), data, setup)
+    for name in ("view", "cart", "buy"):
+        m = result[name]
+        assert 0.0 <= m["ECE"] <= 1.0 and 0.0 <= m["threshold"] <= 1.0
+        assert m["AUC"] > 0.8, (name, m)
+        for key in ("GAUC", "logloss", "accuracy", "precision", "recall", "F1"):
+            assert np.isfinite(m[key])
+    assert result["next_buy"]["HR@10"] > 0.5
+    scores = ModelBehaviorScorer(model).behavior_scores(data.seqs, setup.test)
+    cal = calibrate(
+        ModelBehaviorScorer(model).behavior_scores(data.seqs, setup.valid), setup.valid.labels, data.behaviors
+    )
+    probs = probabilities(scores, cal, data.behaviors)
+    assert probs.min() >= 0.0 and probs.max() <= 1.0
+
+
+def test_calibration_lowers_held_out_log_loss(trained):
+    """Platt scaling fitted on the valid window lowers the log-loss on the test window."""
+    data, model = trained
+    setup = eval_setup(data, ratio=20)
+    scorer = ModelBehaviorScorer(model)
+    valid, test = (
+        scorer.behavior_scores(data.seqs, setup.valid),
+        scorer.behavior_scores(data.seqs, setup.test),
+    )
+    cal = calibrate(valid, setup.valid.labels, data.behaviors)
+    raw = 1 / (1 + np.exp(-test.astype(np.float64)))
+    calibrated = probabilities(test, cal, data.behaviors)
+    for k in range(3):
+        assert log_loss(calibrated[:, k], setup.test.labels[:, k]) < log_loss(
+            raw[:, k], setup.test.labels[:, k]
+        )
+
+
+def test_platt_recovers_a_known_scaling():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=20_000)
+    y = rng.random(20_000) < 1 / (1 + np.exp(-(2.0 * z - 1.0)))
+    p = Platt.fit(z, y)
+    assert abs(p.a - 2.0) < 0.1 and abs(p.c + 1.0) < 0.1
+    assert Platt.fit(z, np.zeros_like(y)).a == 0.0  # one class: the base rate, no crash
+
+
+def test_head_is_causal_and_empty_history_is_defined():
+    torch.manual_seed(0)
+    model = NextActionModel(ModelConfig(n_items=30, n_behaviors=4, dim=16, behavior_head=True, dropout=0.0))
+    model.eval()
+    items = torch.randint(1, 31, (2, 8))
+    behaviors = torch.randint(1, 4, (2, 8))
+    ts = torch.arange(8)[None].expand(2, 8) * 1000
+    cand = torch.randint(1, 31, (2, 8, 5))
+    upto = torch.arange(8)[None].expand(2, 8)
+    with torch.no_grad():
+        a = model.behavior_logits(model(items, behaviors, ts), items, behaviors, cand, upto)
+        items2 = items.clone()
+        items2[:, 5:] = torch.randint(1, 31, (2, 3))
+        b = model.behavior_logits(model(items2, behaviors, ts), items2, behaviors, cand, upto)
+        torch.testing.assert_close(a[:, :5], b[:, :5])  # queries before position 5 never see the change
+        empty = torch.zeros(1, 1, dtype=torch.long)
+        z = model.behavior_logits(
+            model(empty, empty, empty), empty, empty, cand[:1, :1], torch.tensor([[-1]])
+        )
+    assert torch.isfinite(z).all()

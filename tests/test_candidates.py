@@ -1,0 +1,120 @@
+"""Candidate sets for behaviour prediction: evaluation windows (deterministic sampler) and training labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from factories import funnel_dataset
+from nextaction.candidates import (
+    popularity_cdf,
+    primary_behavior,
+    train_popularity,
+    training_candidates,
+    window_candidates,
+)
+from nextaction.data.schema import TEST, VALID
+
+
+def _window(data, *, split=TEST, seed=0, ratio=5):
+    return window_candidates(
+        data.seqs,
+        split=split,
+        n_behaviors=len(data.behaviors) - 1,
+        popularity=train_popularity(data),
+        ratio=ratio,
+        seed=seed,
+    )
+
+
+def test_sampler_is_deterministic_for_a_seed():
+    data = funnel_dataset(n_users=80)
+    a, b, c = _window(data, seed=3), _window(data, seed=3), _window(data, seed=4)
+    np.testing.assert_array_equal(a.items, b.items)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.items, c.items)
+
+
+def test_positives_are_the_window_items_with_their_behaviours():
+    data = funnel_dataset(n_users=60)
+    cands = _window(data, ratio=4)
+    seqs = data.seqs
+    split = np.asarray(seqs.split)
+    for r in range(len(cands)):
+        u = cands.user_idx[r]
+        sl = seqs.of(int(u))
+        items = np.asarray(seqs.items[sl])
+        behs = np.asarray(seqs.behaviors[sl])
+        in_win = split[sl] == TEST
+        truth = {(int(i), int(b)) for i, b in zip(items[in_win], behs[in_win], strict=True)}
+        cand_items = cands.items[cands.offsets[r] : cands.offsets[r + 1]]
+        cand_labels = cands.labels[cands.offsets[r] : cands.offsets[r + 1]]
+        got = {
+            (int(i), b + 1)
+            for i, row in zip(cand_items, cand_labels, strict=True)
+            for b in np.flatnonzero(row)
+        }
+        assert got == truth
+        positives = cand_labels.any(axis=1)
+        assert len(set(cand_items.tolist())) == len(cand_items)  # no duplicates
+        # up to ratio negatives per positive, none of them a positive
+        assert (~positives).sum() <= 4 * positives.sum()
+        # the history ends where the window starts
+        assert (
+            split[cands.hist_end[r]] == TEST
+            and (split[cands.hist_start[r] : cands.hist_end[r]] != TEST).all()
+        )
+
+
+def test_negatives_follow_popularity():
+    data = funnel_dataset(n_users=150)
+    cands = _window(data, ratio=20, split=VALID)
+    pop = train_popularity(data)
+    neg = cands.items[~cands.labels.any(axis=1)]
+    sampled_pop = pop[neg].mean()
+    assert sampled_pop > pop[1:].mean()  # popular items are drawn more often than uniform would
+
+
+def test_padded_matches_flat():
+    data = funnel_dataset(n_users=30)
+    cands = _window(data)
+    rows = np.array([2, 3, 4])
+    items, valid = cands.padded(rows)
+    np.testing.assert_array_equal(items[valid], cands.items[cands.offsets[2] : cands.offsets[5]])
+    assert (items[~valid] == 0).all()
+
+
+def test_primary_behavior():
+    assert primary_behavior(["<pad>", "view", "cart", "buy"]) == 3
+    assert primary_behavior(["<pad>", "watch", "like"]) == 2
+    assert primary_behavior(["<pad>", "interact"]) is None
+
+
+def test_training_labels_look_into_the_horizon_only():
+    # one window: items 5 6 7 5 8 with behaviours view view view buy view
+    items = torch.tensor([[5, 6, 7, 5, 8, 0]])
+    behaviors = torch.tensor([[1, 1, 1, 3, 1, 0]])
+    pop = np.ones(10)
+    pop[0] = 0
+    tc = training_candidates(
+        items,
+        behaviors,
+        n_behaviors=3,
+        horizon=2,
+        n_negatives=2,
+        popularity_cdf=popularity_cdf(pop),
+        gen=torch.Generator().manual_seed(0),
+    )
+    assert tc.items.shape == (1, 5, 5) and tc.labels.shape == (1, 5, 5, 3)
+    assert tc.mask.tolist() == [[True, True, True, True, False]]
+    # position 0 (after item 5): the next item 6 is a viewed positive
+    assert tc.items[0, 0, 0] == 6 and tc.labels[0, 0, 0].tolist() == [1, 0, 0]
+    # position 1 (after item 6): future = 7 (view), 5 (buy); candidate "next" = 7
+    assert tc.labels[0, 1, 0].tolist() == [1, 0, 0]
+    # position 0: item 5's buy is 3 events ahead, beyond the horizon of 2, so any candidate 5 is not a buy
+    is5 = tc.items[0, 0] == 5
+    assert (tc.labels[0, 0][is5][:, 2] == 0).all()
+    # at position 2 the next event is the buy of item 5
+    assert tc.items[0, 2, 0] == 5 and tc.labels[0, 2, 0].tolist() == [0, 0, 1]
+    # negatives are real items
+    assert (tc.items[..., 3:] >= 1).all()
