@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install bench bench-data ablate clean
+.PHONY: demo test lint install bench bench-data bench-behaviors ablate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench-data: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_model.py --recbole
+
+bench-behaviors: $(STAMP)
+	$(BIN)/python bench/bench_behaviors.py
 
 ablate: $(STAMP)
 	$(BIN)/python bench/ablate.py --epochs 10

@@ -33,7 +33,10 @@ def trained(tmp_path_factory):
 
 def test_buy_after_cart_is_learned(trained):
     """Users always buy what they carted: P(buy | just carted item) must be far above P(buy | random item)."""
+    from nextaction.candidates import ItemStats
+
     data, model = trained
+    stats = ItemStats(data.seqs, 3)
     rng = np.random.default_rng(0)
     carted_logits, random_logits = [], []
     with torch.no_grad():
@@ -45,7 +48,8 @@ def test_buy_after_cart_is_learned(trained):
             h = model(items, behaviors, torch.arange(6)[None] * 3_600_000)
             others = [i for i in range(1, data.n_items + 1) if i not in hist_items.tolist()]
             cand = torch.tensor([[[int(hist_items[-1]), int(rng.choice(others))]]])
-            z = model.behavior_logits(h, items, behaviors, cand, torch.tensor([[5]]))[0, 0, :, BUY - 1]
+            feats = torch.from_numpy(stats.features(cand.numpy(), np.inf))
+            z = model.behavior_logits(h, items, behaviors, cand, torch.tensor([[5]]), feats)[0, 0, :, BUY - 1]
             carted_logits.append(float(z[0]))
             random_logits.append(float(z[1]))
     p_carted = torch.sigmoid(torch.tensor(carted_logits)).mean()
@@ -108,14 +112,15 @@ def test_head_is_causal_and_empty_history_is_defined():
     ts = torch.arange(8)[None].expand(2, 8) * 1000
     cand = torch.randint(1, 31, (2, 8, 5))
     upto = torch.arange(8)[None].expand(2, 8)
+    feats = torch.rand(2, 8, 5, 4)
     with torch.no_grad():
-        a = model.behavior_logits(model(items, behaviors, ts), items, behaviors, cand, upto)
+        a = model.behavior_logits(model(items, behaviors, ts), items, behaviors, cand, upto, feats)
         items2 = items.clone()
         items2[:, 5:] = torch.randint(1, 31, (2, 3))
-        b = model.behavior_logits(model(items2, behaviors, ts), items2, behaviors, cand, upto)
+        b = model.behavior_logits(model(items2, behaviors, ts), items2, behaviors, cand, upto, feats)
         torch.testing.assert_close(a[:, :5], b[:, :5])  # queries before position 5 never see the change
         empty = torch.zeros(1, 1, dtype=torch.long)
         z = model.behavior_logits(
-            model(empty, empty, empty), empty, empty, cand[:1, :1], torch.tensor([[-1]])
+            model(empty, empty, empty), empty, empty, cand[:1, :1], torch.tensor([[-1]]), feats[:1, :1]
         )
     assert torch.isfinite(z).all()

@@ -96,9 +96,22 @@ def test_training_labels_look_into_the_horizon_only():
     behaviors = torch.tensor([[1, 1, 1, 3, 1, 0]])
     pop = np.ones(10)
     pop[0] = 0
+    from nextaction.candidates import ItemStats
+    from nextaction.data.dataset import Sequences
+
+    times = torch.arange(6)[None] * 1000
+    flat = Sequences(
+        offsets=np.array([0, 5]),
+        items=items[0, :5].numpy(),
+        behaviors=behaviors[0, :5].numpy(),
+        timestamps=times[0, :5].numpy(),
+        split=np.zeros(5, dtype=np.int8),
+    )
     tc = training_candidates(
         items,
         behaviors,
+        times,
+        stats=ItemStats(flat, 3),
         n_behaviors=3,
         horizon=2,
         n_negatives=2,
@@ -118,3 +131,27 @@ def test_training_labels_look_into_the_horizon_only():
     assert tc.items[0, 2, 0] == 5 and tc.labels[0, 2, 0].tolist() == [0, 0, 1]
     # negatives are real items
     assert (tc.items[..., 3:] >= 1).all()
+    # item statistics as of the next event: at position 2 (next event at t=3000) item 5 was viewed once
+    assert tc.stats.shape == (1, 5, 5, 4)
+    assert torch.expm1(tc.stats[0, 2, 0, 0]).round() == 1 and tc.stats[0, 2, 0, 2] == 0
+
+
+def test_item_stats_count_only_the_past():
+    from nextaction.candidates import ItemStats
+    from nextaction.data.dataset import Sequences
+
+    # item 1: view at t=1000, buy at t=2000; item 2: view at t=1500 (TEST split: never counted)
+    seqs = Sequences(
+        offsets=np.array([0, 3]),
+        items=np.array([1, 1, 2]),
+        behaviors=np.array([1, 2, 1]),
+        timestamps=np.array([1000, 2000, 1500]),
+        split=np.array([0, 0, 2], dtype=np.int8),
+    )
+    stats = ItemStats(seqs, 2)
+    f = np.expm1(stats.features(np.array([1, 1, 1, 2]), np.array([1000, 1001, np.inf, np.inf])))
+    np.testing.assert_allclose(f[:, 0], [0, 1, 1, 0])  # views strictly before t
+    np.testing.assert_allclose(f[:, 1], [0, 0, 1, 0])  # buys
+    np.testing.assert_allclose(f[:, 2], [0, 1, 2, 0])  # any behaviour within the last week
+    everything = ItemStats(seqs, 2, exclude_split=None)
+    assert np.expm1(everything.features(np.array([2]), np.inf))[0, 0] == 1

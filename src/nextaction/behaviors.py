@@ -21,8 +21,14 @@ from typing import Any, Protocol, Self
 import numpy as np
 import torch
 
-from nextaction.batches import history_batch
-from nextaction.candidates import CandidateSet, log_popularity, primary_behavior, window_candidates
+from nextaction.batches import Batch, history_batch
+from nextaction.candidates import (
+    CandidateSet,
+    ItemStats,
+    log_popularity,
+    primary_behavior,
+    window_candidates,
+)
 from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import SPLIT_NAMES, TEST, VALID
 from nextaction.evaluate import chunks, eval_examples, rank_targets
@@ -128,11 +134,18 @@ class ModelBehaviorScorer:
     name = "nextaction"
 
     def __init__(
-        self, model: NextActionModel, *, chunk: int = 128, col_chunk: int = 1024, shortlist: int = SHORTLIST
+        self,
+        model: NextActionModel,
+        *,
+        stats: ItemStats | None = None,
+        chunk: int = 128,
+        col_chunk: int = 1024,
+        shortlist: int = SHORTLIST,
     ) -> None:
         if model.behavior is None:
             raise ValueError("this model has no behaviour head (train it with model.behavior_head = true)")
         self.model = model
+        self.stats = stats
         self.chunk = chunk
         self.col_chunk = col_chunk
         self.shortlist = shortlist
@@ -140,20 +153,30 @@ class ModelBehaviorScorer:
     def fit(self, data: PreparedDataset, *, train: CandidateSet) -> Self:
         return self  # trained already
 
+    def _stats(self, seqs: Sequences) -> ItemStats:
+        if self.stats is None:
+            self.stats = ItemStats(seqs, self.model.cfg.n_behaviors - 1)
+        return self.stats
+
     @torch.no_grad()
     def behavior_scores(self, seqs: Sequences, cands: CandidateSet) -> np.ndarray:
         model = self.model
         model.eval()
+        stats = self._stats(seqs)
+        times = np.asarray(seqs.timestamps)
         out = np.zeros((len(cands.items), cands.n_behaviors), dtype=np.float32)
         for rows in chunks(len(cands), self.chunk):
             batch = history_batch(seqs, cands.hist_start[rows], cands.hist_end[rows], model.cfg.max_len)
             h = model(batch.items, batch.behaviors, batch.timestamps)
             upto = (batch.mask.sum(dim=1) - 1)[:, None]  # (C, 1)
             items, valid = cands.padded(rows)
+            t_query = times[cands.hist_end[rows]][:, None]  # the window's start: all stats are from before it
             logits = np.zeros((*items.shape, cands.n_behaviors), dtype=np.float32)
             for a in range(0, items.shape[1], self.col_chunk):
-                cand = torch.from_numpy(items[:, a : a + self.col_chunk])[:, None, :]
-                z = model.behavior_logits(h, batch.items, batch.behaviors, cand, upto)  # (C, 1, n, NB)
+                part = items[:, a : a + self.col_chunk]
+                cand = torch.from_numpy(part)[:, None, :]
+                feats = torch.from_numpy(stats.features(part, t_query))[:, None]
+                z = model.behavior_logits(h, batch.items, batch.behaviors, cand, upto, feats)  # (C, 1, n, NB)
                 logits[:, a : a + self.col_chunk] = z[:, 0].float().numpy()
             out[cands.offsets[rows[0]] : cands.offsets[rows[-1] + 1]] = logits[valid]
         return out
@@ -165,22 +188,29 @@ class ModelBehaviorScorer:
         model = self.model
         model.eval()
         batch = history_batch(seqs, hist_start, hist_end, model.cfg.max_len)
+        times = np.asarray(seqs.timestamps)
+        t_query = times[np.minimum(hist_end, len(times) - 1)].astype(np.float64)
         return rerank_for_behavior(
-            model, batch.items, batch.behaviors, batch.timestamps, behavior, self.shortlist
+            model, batch, behavior, shortlist=self.shortlist, stats=self._stats(seqs), t_query=t_query
         )
 
 
 def rerank_for_behavior(
     model: NextActionModel,
-    items: torch.Tensor,
-    behaviors: torch.Tensor,
-    timestamps: torch.Tensor,
+    batch: Batch,
     behavior: int,
+    *,
     shortlist: int,
+    stats: ItemStats,
+    t_query: np.ndarray,
 ) -> np.ndarray:
     """(B, n_items + 1) scores for "next item with ``behavior``": the shortlist (top next-item scores and
-    the history's items) ordered by the behaviour logit, above every other item in next-item order."""
-    h = model(items, behaviors, timestamps)
+    the history's items) ordered by the behaviour logit, above every other item in next-item order.
+
+    t_query: (B,) the moment of the prediction in ms (+inf = after every known event), for ItemStats.
+    """
+    items, behaviors = batch.items, batch.behaviors
+    h = model(items, behaviors, batch.timestamps)
     n = (items != 0).sum(dim=1)
     empty = n == 0
     upto = (n - 1)[:, None]
@@ -189,7 +219,10 @@ def rerank_for_behavior(
     k = min(shortlist, scores.shape[1] - 1)
     top = torch.topk(scores, k, dim=1).indices
     cand = torch.cat([top, items], dim=1)  # history padding (0) lands on column 0, reset below
-    z = model.behavior_logits(h, items, behaviors, cand[:, None, :], upto)[:, 0, :, behavior - 1]
+    feats = torch.from_numpy(stats.features(cand.numpy(), np.asarray(t_query, dtype=np.float64)[:, None]))
+    z = model.behavior_logits(h, items, behaviors, cand[:, None, :], upto, feats[:, None])[
+        :, 0, :, behavior - 1
+    ]
     finite = torch.isfinite(scores)
     base = scores - scores.masked_fill(~finite, float("-inf")).amax(dim=1, keepdim=True) - 1e3
     base = base.scatter(1, cand, z.float().clamp(-100, 100))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from nextaction.data.dataset import PreparedDataset, Sequences
-from nextaction.data.schema import PAD_IDX, TRAIN
+from nextaction.data.schema import PAD_IDX, TEST, TRAIN
 
 # Names that mark the behaviour a shop cares most about, strongest first. ``primary_behavior`` picks the
 # first one present; otherwise the last behaviour of the vocabulary (funnels are listed view → … → buy).
@@ -194,6 +194,62 @@ def _popularity_negatives(
     return np.asarray(out_u, np.int64), np.asarray(out_i, np.int64)
 
 
+# ---- item statistics as of a moment (popularity, freshness) --------------------------------------------
+
+_TIME_BITS = 41  # ms offsets up to ~69 years fit beside the item index in one int64 key
+RECENT_MS = 7 * 86_400_000  # "recent popularity" window
+
+
+class ItemStats:
+    """How often each item was done, per behaviour, strictly before a given moment — for any moment.
+
+    The behaviour head reads these as features: popularity per behaviour (and so conversion rates) and
+    recent popularity, as known at prediction time. Counting only events *before* the query moment keeps
+    training honest (a position never counts its own future) and makes a brand-new item look new (count 0)
+    both in training and at serving time. Built from every event not in the TEST split.
+
+    Queries are vectorised: events are sorted by the key ``item << 41 | (t - t0)`` per behaviour, so a count
+    is the difference of two ``searchsorted`` results.
+    """
+
+    def __init__(self, seqs: Sequences, n_behaviors: int, *, exclude_split: int | None = TEST) -> None:
+        """Counts every event except those of ``exclude_split`` (None = every event, as when serving)."""
+        keep = np.ones(len(seqs.items), dtype=bool)
+        if exclude_split is not None:
+            keep = np.asarray(seqs.split) != exclude_split
+        items = np.asarray(seqs.items)[keep].astype(np.int64)
+        behaviors = np.asarray(seqs.behaviors)[keep]
+        times = np.asarray(seqs.timestamps)[keep].astype(np.int64)
+        self.t0 = int(times.min()) if len(times) else 0
+        self.t_end = float(times.max()) + 1 if len(times) else 0.0  # "now" = just after the last event
+        keys = (items << _TIME_BITS) | np.clip(times - self.t0, 0, (1 << _TIME_BITS) - 1)
+        self.n_behaviors = n_behaviors
+        self.by_behavior = [np.sort(keys[behaviors == b + 1]) for b in range(n_behaviors)]
+        self.all = np.sort(keys)
+
+    @property
+    def n_features(self) -> int:
+        return self.n_behaviors + 1
+
+    def _offset(self, t: np.ndarray) -> np.ndarray:
+        return np.clip(t - self.t0, 0, (1 << _TIME_BITS) - 1).astype(np.int64)
+
+    def features(self, items: np.ndarray, t_query: np.ndarray | float) -> np.ndarray:
+        """(…, NB + 1) float32: log1p(count of each behaviour on the item before t_query) and log1p(events on
+        it in the week before t_query). ``t_query`` (ms) broadcasts against ``items``; +inf = now."""
+        items = np.asarray(items, dtype=np.int64)
+        t = np.broadcast_to(np.asarray(t_query, dtype=np.float64), items.shape)
+        t = np.where(np.isfinite(t), t, self.t_end)
+        base = items << _TIME_BITS
+        q = base | self._offset(t)
+        out = np.empty((*items.shape, self.n_features), dtype=np.float32)
+        for b, keys in enumerate(self.by_behavior):
+            out[..., b] = np.searchsorted(keys, q) - np.searchsorted(keys, base)
+        week_ago = base | self._offset(t - RECENT_MS)
+        out[..., -1] = np.searchsorted(self.all, q) - np.searchsorted(self.all, week_ago)
+        return np.log1p(out)
+
+
 # ---- training candidates (torch, per batch of windows) -------------------------------------------------
 
 
@@ -202,12 +258,15 @@ class TrainingCandidates:
     items: torch.Tensor  # (B, L, M) long candidate item_idx per input position
     labels: torch.Tensor  # (B, L, M, NB) float 0/1
     mask: torch.Tensor  # (B, L) bool: positions that have a next event
+    stats: torch.Tensor  # (B, L, M, NB + 1) ItemStats features as of the next event's time
 
 
 def training_candidates(
     items: torch.Tensor,
     behaviors: torch.Tensor,
+    timestamps: torch.Tensor,
     *,
+    stats: ItemStats,
     n_behaviors: int,
     horizon: int,
     n_negatives: int,
@@ -216,7 +275,7 @@ def training_candidates(
 ) -> TrainingCandidates:
     """Candidates and labels for every input position of a batch of training windows.
 
-    items, behaviors: (B, L + 1) windows (inputs are ``[:, :-1]``). For input position t the *future* is
+    items, behaviors, timestamps: (B, L + 1) windows (inputs are ``[:, :-1]``). For input position t the *future* is
     events t+1 … t+horizon of the window, and a candidate's label for behaviour b is 1 when the user did b
     on it in that future. Candidates per position (M = 3 + n_negatives):
       the next item (always a positive), a random item of the future, a random item of the visible
@@ -250,7 +309,10 @@ def training_candidates(
     labels = torch.zeros(B, L, cand.shape[2], n_behaviors)
     for b in range(n_behaviors):
         labels[..., b] = (match & (f_beh[:, :, None, :] == b + 1)).any(dim=-1).float()
-    return TrainingCandidates(items=cand, labels=labels, mask=mask)
+    # item statistics as known just before the future starts (the next event's time)
+    t_next = timestamps[:, 1:, None].numpy()
+    feats = torch.from_numpy(stats.features(cand.numpy(), t_next))
+    return TrainingCandidates(items=cand, labels=labels, mask=mask, stats=feats)
 
 
 def popularity_cdf(popularity: np.ndarray) -> torch.Tensor:

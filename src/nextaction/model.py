@@ -154,7 +154,7 @@ class BehaviorHead(nn.Module):
         self.k = nn.Linear(D, D)
         self.v = nn.Linear(D, D)
         self.null = nn.Parameter(torch.zeros(2, D))  # key and value of the always-visible null event
-        n_feat = 2 * NB + 3
+        n_feat = 2 * NB + 3 + (NB + 1)  # + ItemStats features (popularity per behaviour, recent)
         self.wide = nn.Linear(n_feat, NB)
         self.deep = nn.Sequential(
             nn.Linear(4 * D + n_feat, 2 * D), nn.GELU(), nn.Dropout(cfg.head_dropout), nn.Linear(2 * D, NB)
@@ -169,12 +169,14 @@ class BehaviorHead(nn.Module):
         cand_emb: torch.Tensor,
         cand: torch.Tensor,
         upto: torch.Tensor,
+        cand_stats: torch.Tensor,
     ) -> torch.Tensor:
         """Logits (B, T, M, NB) for M candidates at each of T query points.
 
         events: (B, L, D) history event embeddings (keys/values); hist_items, hist_behaviors: (B, L);
         states: (B, T, D) user state at each query point; cand_emb: (B, T, M, D); cand: (B, T, M) item_idx;
-        upto: (B, T) index of the last history event a query may see (-1 = none).
+        upto: (B, T) index of the last history event a query may see (-1 = none); cand_stats: (B, T, M, NB + 1)
+        the candidates' popularity per behaviour and recent popularity as of the query (see ItemStats).
         """
         L, D = events.shape[1], events.shape[2]
         NB = self.n_behaviors
@@ -207,7 +209,7 @@ class BehaviorHead(nn.Module):
         dot = (states[:, :, None, :] * cand_emb).sum(-1, keepdim=True)  # (B, T, M, 1) next-item logit
         any_seen = (counts.sum(-1, keepdim=True) > 0).float()
         n_hist = torch.log1p(visible.sum(-1).float())[:, :, None, None].expand_as(dot)
-        feats = torch.cat([torch.log1p(counts), recency, any_seen, dot * 0.1, n_hist], dim=-1)
+        feats = torch.cat([torch.log1p(counts), recency, any_seen, dot * 0.1, n_hist, cand_stats], dim=-1)
         u = states[:, :, None, :].expand_as(cand_emb)
         deep_in = torch.cat([u, cand_emb, ctx, u * cand_emb, feats], dim=-1)
         return self.wide(feats) + self.deep(deep_in)
@@ -301,11 +303,13 @@ class NextActionModel(nn.Module):
         behaviors: torch.Tensor,
         cand: torch.Tensor,
         upto: torch.Tensor,
+        cand_stats: torch.Tensor,
     ) -> torch.Tensor:
         """Behaviour logits (B, T, M, NB) of candidates ``cand`` (B, T, M) at query points ``upto`` (B, T).
 
         h: (B, L, D) output of :meth:`forward` for the history ``items``/``behaviors`` (B, L). Query point
         ``upto[b, t]`` is the index of the last history event it may see (-1 = empty history: zero state).
+        cand_stats: (B, T, M, NB + 1) item statistics as of the query moment (candidates.ItemStats).
         """
         if self.behavior is None:
             raise ValueError("this model has no behaviour head (model.behavior_head = false)")
@@ -313,7 +317,7 @@ class NextActionModel(nn.Module):
         states = h.gather(1, idx[..., None].expand(-1, -1, h.shape[-1]))  # (B, T, D)
         states = states.masked_fill((upto < 0)[..., None], 0.0)
         events = self.event_embeddings(items, behaviors)
-        return self.behavior(events, items, behaviors, states, self.item_emb(cand), cand, upto)
+        return self.behavior(events, items, behaviors, states, self.item_emb(cand), cand, upto, cand_stats)
 
     def _relative_bias(self, L: int) -> torch.Tensor:
         """(H, L, L) additive attention bias: rel_bias[h, t - s] below the diagonal, -inf above it."""

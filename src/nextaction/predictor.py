@@ -49,6 +49,7 @@ class Predictor:
         self.last_unknown: list[str] = []
         self.last_unknown_items: list[str] = []
         self.calibration: dict[str, dict[str, float]] | None = config.get("calibration")
+        self._item_stats: Any = None  # candidates.ItemStats, built on first behaviour prediction
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Predictor:
@@ -175,12 +176,19 @@ class Predictor:
         """The behaviours the model predicts, in output order."""
         return list(self.data.behaviors[1:])
 
-    def _require_head(self) -> None:
+    def _require_head(self) -> Any:
+        """The ItemStats of the known events (built once); errors for models without a behaviour head."""
         if self.model.behavior is None:
             raise InputError(
                 "this model has no behaviour head (trained on a single-behaviour log); retrain with "
                 "--set model.behavior_head=true to predict behaviour probabilities"
             )
+        if self._item_stats is None:
+            from nextaction.candidates import ItemStats
+
+            # every known event counts: a served prediction is made after all of them
+            self._item_stats = ItemStats(self.data.seqs, len(self.behaviors), exclude_split=None)
+        return self._item_stats
 
     def _probs(self, logits: np.ndarray) -> np.ndarray:
         """Raw (…, NB) behaviour logits -> calibrated probabilities (plain sigmoid if never calibrated)."""
@@ -201,7 +209,7 @@ class Predictor:
         Returns ``{item_id: {behavior: probability}}`` in the order given; items the model does not know
         map to None and are listed in :attr:`last_unknown_items`.
         """
-        self._require_head()
+        stats = self._require_head()
         items, behaviors, times = self.encode(history)
         batch = from_lists([items], [behaviors], [times], self.model.cfg.max_len)
         idx = [self._item_idx.get(str(i)) for i in item_ids]
@@ -212,7 +220,8 @@ class Predictor:
             h = self.model(batch.items, batch.behaviors, batch.timestamps)
             upto = torch.tensor([[len(items) - 1]])
             cand = torch.tensor(known, dtype=torch.long)[None, None, :]
-            logits = self.model.behavior_logits(h, batch.items, batch.behaviors, cand, upto)[0, 0]
+            feats = torch.from_numpy(stats.features(cand.numpy(), np.inf))
+            logits = self.model.behavior_logits(h, batch.items, batch.behaviors, cand, upto, feats)[0, 0]
             probs = self._probs(logits.float().numpy())
         out: dict[str, dict[str, float] | None] = {}
         row = 0
@@ -230,13 +239,13 @@ class Predictor:
     ) -> list[tuple[str, float]]:
         from nextaction.behaviors import SHORTLIST, rerank_for_behavior
 
-        self._require_head()
+        stats = self._require_head()
         b = self.behavior_index(behavior)
         items, behaviors, times = self.encode(history)
         batch = from_lists([items], [behaviors], [times], self.model.cfg.max_len)
         s = torch.from_numpy(
             rerank_for_behavior(
-                self.model, batch.items, batch.behaviors, batch.timestamps, b, max(SHORTLIST, k)
+                self.model, batch, b, shortlist=max(SHORTLIST, k), stats=stats, t_query=np.array([np.inf])
             )[0]
         )
         if exclude_seen:

@@ -27,7 +27,7 @@ from nextaction.batches import (
     training_sequences,
     training_windows,
 )
-from nextaction.candidates import popularity_cdf, train_popularity, training_candidates
+from nextaction.candidates import ItemStats, popularity_cdf, train_popularity, training_candidates
 from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import VALID
 from nextaction.evaluate import eval_examples, rank_targets
@@ -155,6 +155,7 @@ def step_loss(
     *,
     matmul_dtype: torch.dtype = torch.float32,
     behavior_cdf: torch.Tensor | None = None,
+    item_stats: ItemStats | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Loss of one batch of windows: every position predicts the next event. Returns (loss, targets).
 
@@ -181,10 +182,12 @@ def step_loss(
         neg = torch.randint(1, emb.shape[0], (len(y), cfg.n_negatives), generator=gen)
         beta = 1.0 if cfg.loss == "bce" else losses.gbce_beta(cfg.n_negatives, emb.shape[0] - 1, cfg.gbce_t)
         loss = losses.gbce(states, emb, y, neg, beta=beta)
-    if behavior_cdf is not None:
+    if behavior_cdf is not None and item_stats is not None:
         tc = training_candidates(
             batch.items,
             batch.behaviors,
+            batch.timestamps,
+            stats=item_stats,
             n_behaviors=model.cfg.n_behaviors - 1,
             horizon=cfg.behavior_horizon,
             n_negatives=cfg.behavior_negatives,
@@ -193,7 +196,7 @@ def step_loss(
         )
         L = inputs.items.shape[1]
         upto = torch.arange(L).expand(len(inputs.items), L)
-        logits = model.behavior_logits(h, inputs.items, inputs.behaviors, tc.items, upto)  # (B, L, M, NB)
+        logits = model.behavior_logits(h, inputs.items, inputs.behaviors, tc.items, upto, tc.stats)
         loss = loss + cfg.behavior_weight * losses.multilabel_bce(logits[tc.mask], tc.labels[tc.mask])
     return loss, len(y)
 
@@ -250,11 +253,9 @@ def fit(
     best = checkpoint.load_best_weights(out_dir) if resume and state.epoch else None
     has_valid = bool((np.asarray(data.seqs.split) == VALID).any())
     matmul_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    behavior_cdf = (
-        popularity_cdf(train_popularity(data))
-        if model_cfg.behavior_head and cfg.behavior_weight > 0
-        else None
-    )
+    head = model_cfg.behavior_head and cfg.behavior_weight > 0
+    behavior_cdf = popularity_cdf(train_popularity(data)) if head else None
+    item_stats = ItemStats(data.seqs, len(data.behaviors) - 1) if head else None
 
     t_start = time.perf_counter() - state.seconds
     while state.epoch < cfg.epochs and (state.bad_epochs < cfg.patience or not has_valid):
@@ -272,7 +273,14 @@ def fit(
             # The catalogue-sized output layer is >90% of the FLOPs: it runs in bf16 inside the fused loss.
             # The small transformer stays in fp32, where autocast's casts would cost more than they save.
             loss, n = step_loss(
-                model, batch, cfg, log_q, gen, matmul_dtype=matmul_dtype, behavior_cdf=behavior_cdf
+                model,
+                batch,
+                cfg,
+                log_q,
+                gen,
+                matmul_dtype=matmul_dtype,
+                behavior_cdf=behavior_cdf,
+                item_stats=item_stats,
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
