@@ -99,8 +99,10 @@ def test_predict_gives_calibrated_probabilities_per_behaviour(funnel_dir):
     for item in ("i1", "i2"):
         assert set(probs[item]) == {"view", "cart", "buy"}
         assert all(0.0 <= v <= 1.0 for v in probs[item].values())
-    # an empty history (a new user) is a valid question too
+    # an empty history (a new user) is a valid question too, and so is one longer than max_len
     assert set(p.predict([], ["i1"])["i1"]) == {"view", "cart", "buy"}
+    long = history * (p.model.cfg.max_len // max(1, len(history)) + 2)
+    assert set(p.predict(long, ["i1"])["i1"]) == {"view", "cart", "buy"}
 
 
 def test_recommend_for_a_behaviour(funnel_dir):

@@ -218,7 +218,7 @@ class Predictor:
         probs = np.zeros((0, len(self.behaviors)))
         if known:
             h = self.model(batch.items, batch.behaviors, batch.timestamps)
-            upto = torch.tensor([[len(items) - 1]])
+            upto = (batch.mask.sum(dim=1) - 1)[:, None]  # the last event kept (histories are cut to max_len)
             cand = torch.tensor(known, dtype=torch.long)[None, None, :]
             feats = torch.from_numpy(stats.features(cand.numpy(), np.inf))
             logits = self.model.behavior_logits(h, batch.items, batch.behaviors, cand, upto, feats)[0, 0]
