@@ -106,6 +106,13 @@ def save_model(out_dir: Path, model: NextActionModel, train_cfg: TrainConfig, ex
     _atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2))
 
 
+def save_model_files(out_dir: Path, model: NextActionModel, config: dict[str, Any]) -> None:
+    """Rewrite the weights and config of an existing model directory (e.g. after adding items)."""
+    config = {**config, "model": asdict(model.cfg)}
+    _atomic_save_tensors(dict(model.state_dict()), out_dir / "model.safetensors")
+    _atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2))
+
+
 def load_model(model_dir: str | Path) -> tuple[NextActionModel, dict[str, Any]]:
     d = Path(model_dir)
     if not (d / "config.json").is_file() or not (d / "model.safetensors").is_file():

@@ -26,6 +26,10 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="Public datasets: list and download.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+items_app = typer.Typer(
+    help="The catalogue of a trained model: add new items by their text.", no_args_is_help=True
+)
+app.add_typer(items_app, name="items")
 
 out = Console()
 err = Console(stderr=True)
@@ -189,9 +193,18 @@ def train(
     ] = None,
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out")] = False,
+    holdout_items: Annotated[
+        float | None,
+        typer.Option(
+            "--holdout-items", help="cold-start protocol: remove this fraction of items from training"
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Train the next-action transformer; keeps the best checkpoint by validation NDCG@10."""
+    """Train the next-action transformer; keeps the best checkpoint by validation NDCG@10.
+
+    With --items, item text (all-MiniLM-L6-v2 by default, [text] settings) is fused into the items.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from nextaction.workflow import train_model
@@ -228,6 +241,7 @@ def train(
             config_path=config,
             sets=set_ or [],
             resume=resume,
+            holdout_items=holdout_items,
             log=err.print,
             on_epoch=on_epoch,
             progress=on_step,
@@ -330,6 +344,25 @@ def predict(
         cells = [f"{row[b]:.3f}" for b in p.behaviors] if row else ["unknown item"] * len(p.behaviors)
         table.add_row(item, *cells)
     out.print(table)
+
+
+@items_app.command("add")
+def items_add(
+    model_dir: Annotated[Path, typer.Argument(help="trained model directory (trained with --items)")],
+    source: Annotated[Path, typer.Argument(help="item table: CSV/TSV/Parquet keyed by item_id")],
+    json_: JsonOpt = False,
+) -> None:
+    """Encode new items' text and append them to the model: recommendable at once, no retraining."""
+    from nextaction.itemtext import add_items
+
+    result = add_items(model_dir, source)
+    if json_:
+        _print_json(result)
+    else:
+        out.print(
+            f"added {result['added']} items ({result['already_known']} already known) to {model_dir}"
+            + (f"; {result['without_text']} without text" if result.get("without_text") else "")
+        )
 
 
 # ---- demo --------------------------------------------------------------------------------------------

@@ -52,6 +52,8 @@ class ModelConfig:
     ffn: Literal["gelu", "swiglu"] = "gelu"  # swiglu: the gated FFN of LLaMA / eSASRec
     gated_residual: bool = False  # LiGR-style: a sigmoid gate scales each sub-layer's residual update
     rel_pos_bias: bool = False  # HSTU-style learned attention bias per head and distance (t - s)
+    text_dim: int = 0  # width of the item text embeddings (0 = no text); see text.py and itemtext.py
+    fusion: Literal["id", "text", "id+text"] = "id"  # item = ID embedding, projected text, or their sum
     behavior_head: bool = (
         False  # P(behaviour | history, candidate) head; on by default for multi-behaviour logs
     )
@@ -236,6 +238,15 @@ class NextActionModel(nn.Module):
         self.out_emb = None if cfg.tie_weights else nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=PAD)
         self.out_bias = nn.Parameter(torch.zeros(cfg.n_items + 1)) if cfg.item_bias else None
         self.behavior = BehaviorHead(cfg) if cfg.behavior_head else None
+        # Item text (fixed sentence embeddings, a buffer) enters through a learned projection. ``has_id``
+        # marks items that had training events: an item without them has an ID embedding that never learned
+        # anything, so it is represented by its text alone — which makes new items recommendable at once.
+        if cfg.fusion != "id" and cfg.text_dim <= 0:
+            raise ValueError(f"fusion '{cfg.fusion}' needs item text (text_dim > 0)")
+        self.text_proj = nn.Linear(cfg.text_dim, cfg.dim) if cfg.text_dim > 0 else None
+        if cfg.text_dim > 0:
+            self.register_buffer("text_emb", torch.zeros(cfg.n_items + 1, cfg.text_dim))
+            self.register_buffer("has_id", torch.ones(cfg.n_items + 1))
         self.apply(self._init_weights)
         with torch.no_grad():
             self.item_emb.weight.normal_(0.0, cfg.emb_init_std)
@@ -263,7 +274,7 @@ class NextActionModel(nn.Module):
         With ``item_bias`` the bias rides along as an extra column (D + 1), matched by a constant 1 appended
         to every state (:meth:`output_states`), so losses and scoring stay one plain dot product.
         """
-        w = (self.out_emb or self.item_emb).weight
+        w = self.out_emb.weight if self.out_emb is not None else self.all_item_vectors()
         if self.out_bias is None:
             return w
         return torch.cat([w, self.out_bias[:, None]], dim=1)
@@ -292,9 +303,25 @@ class NextActionModel(nn.Module):
             x = block(x, bias)
         return self.ln_f(x)
 
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """(…, D) representation of item indices (…): ID embedding, projected text, or their sum."""
+        if self.text_proj is None:
+            return self.item_emb(items)
+        text = self.text_proj(self.text_emb[items])
+        if self.cfg.fusion == "text":
+            return text
+        return self.item_emb(items) * self.has_id[items][..., None] + text
+
+    def all_item_vectors(self) -> torch.Tensor:
+        """(n_items + 1, D) every item's representation; row 0 (padding) is zero."""
+        if self.text_proj is None:
+            return self.item_emb.weight
+        v = self.item_vectors(torch.arange(self.cfg.n_items + 1, device=self.item_emb.weight.device))
+        return v * (torch.arange(len(v), device=v.device) != PAD)[:, None]
+
     def event_embeddings(self, items: torch.Tensor, behaviors: torch.Tensor) -> torch.Tensor:
         """(B, L, D) what happened: item + behaviour embedding (the behaviour head's keys too)."""
-        return self.item_emb(items) + self.behavior_emb(behaviors)
+        return self.item_vectors(items) + self.behavior_emb(behaviors)
 
     def behavior_logits(
         self,
@@ -317,7 +344,9 @@ class NextActionModel(nn.Module):
         states = h.gather(1, idx[..., None].expand(-1, -1, h.shape[-1]))  # (B, T, D)
         states = states.masked_fill((upto < 0)[..., None], 0.0)
         events = self.event_embeddings(items, behaviors)
-        return self.behavior(events, items, behaviors, states, self.item_emb(cand), cand, upto, cand_stats)
+        return self.behavior(
+            events, items, behaviors, states, self.item_vectors(cand), cand, upto, cand_stats
+        )
 
     def _relative_bias(self, L: int) -> torch.Tensor:
         """(H, L, L) additive attention bias: rel_bias[h, t - s] below the diagonal, -inf above it."""

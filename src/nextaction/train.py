@@ -223,6 +223,7 @@ def fit(
     resume: bool = False,
     on_epoch: Callback | None = None,
     progress: Callable[[int, int, float, float], None] | None = None,
+    item_text: torch.Tensor | None = None,
 ) -> tuple[NextActionModel, TrainState]:
     """Train on the TRAIN events of ``data``; keep the weights with the best validation NDCG@10.
 
@@ -246,6 +247,14 @@ def fit(
 
     train_seqs = training_sequences(data.seqs)
     starts, lengths = training_windows(train_seqs, model_cfg.max_len)
+    if model.text_proj is not None:
+        if item_text is None:
+            raise ValueError("model.text_dim > 0 needs item_text, the (n_items + 1, text_dim) embeddings")
+        with torch.no_grad():
+            model.text_emb.copy_(item_text)
+            # items without training events keep an unlearned ID embedding: represent them by text alone
+            counts = np.bincount(np.asarray(train_seqs.items), minlength=model_cfg.n_items + 1)
+            model.has_id.copy_(torch.from_numpy(counts > 0).float())
     steps_per_epoch = math.ceil(len(starts) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     log_q = losses.uniform_log_q(model_cfg.n_items)

@@ -65,17 +65,23 @@ def train_model(
     config_path: str | Path | None = None,
     sets: list[str] | None = None,
     resume: bool = False,
+    holdout_items: float | None = None,
     log: Log = _quiet,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: Callable[[int, int, float, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Prepare (if ``source`` is raw events), train, save and evaluate a model into ``out``."""
+    """Prepare (if ``source`` is raw events), train, save and evaluate a model into ``out``.
+
+    With an item table (``items``, or a ``[text]`` section, or ``model.fusion`` other than ``id``) item text
+    is encoded and fused into the item representation (default fusion ``id+text``). ``holdout_items``
+    removes the training events of that fraction of items for the cold-start protocol.
+    """
     from nextaction.checkpoint import save_model
     from nextaction.model import ModelConfig
     from nextaction.train import TrainConfig, default_exclude_seen, fit, resolve_precision
 
     out = Path(out)
-    sections = load_sections(config_path, sets or [], sections=("model", "train", "prepare"))
+    sections = load_sections(config_path, sets or [], sections=("model", "train", "prepare", "text"))
     train_cfg = build(TrainConfig, sections["train"], where="[train]")
     data_dir = out / "data"
     if resume and is_prepared_dir(data_dir):
@@ -83,6 +89,11 @@ def train_model(
     elif is_prepared_dir(source):
         if sections["prepare"]:
             raise InputError("[prepare] settings apply to raw events, but the input is a prepared dataset")
+        if items is not None:
+            raise InputError(
+                "--items is joined when events are prepared; pass it to `nextaction prepare` (or train on "
+                "the raw events), the prepared dataset's item table is used as it is"
+            )
         data = PreparedDataset.load(source)
         if Path(source).resolve() != data_dir.resolve():
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -100,11 +111,33 @@ def train_model(
             f"prepared {rows.get('kept', '?')} events of {data.n_users} users and {data.n_items} items "
             f"({rows.get('rejected', 0)} rejected, see {data_dir / 'rejects.csv'})"
         )
+    if holdout_items is not None and "holdout_items" not in data.report:
+        from nextaction.itemtext import hold_out_items
+
+        data = hold_out_items(data, fraction=holdout_items, seed=train_cfg.seed)
+        data.save(data_dir)
+        data = PreparedDataset.load(data_dir)
+        h = data.report["holdout_items"]
+        log(f"held out {h['items']} items ({h['train_events_removed']} training events removed)")
+    item_text, text_info = None, None
+    if items is not None or sections["text"] or sections["model"].get("fusion", "id") != "id":
+        from nextaction.itemtext import encode_catalogue
+        from nextaction.text import TextConfig
+
+        log("encoding item text …")
+        item_text, text_info = encode_catalogue(data.items, TextConfig.from_dict(sections["text"]))
+        log(
+            f"item text: {text_info['model']} ({text_info['dim']}-d), {text_info['encoded']} encoded, "
+            f"{text_info['cached']} from cache, {text_info['without_text']} without text, "
+            f"{text_info['seconds']} s"
+        )
     model_cfg = build(
         ModelConfig,
         {
             "n_items": data.n_items,
             "n_behaviors": len(data.behaviors),
+            "text_dim": 0 if item_text is None else item_text.shape[1],
+            "fusion": "id" if item_text is None else "id+text",
             # behaviour probabilities are the point of a multi-behaviour log; single-behaviour logs skip
             # the head unless asked (it would only predict "interacts")
             "behavior_head": len(data.behaviors) > 2,
@@ -115,7 +148,14 @@ def train_model(
     precision = resolve_precision(train_cfg.precision)
     log(f"precision: {precision} ({'native bf16 matmuls on this CPU' if precision == 'bf16' else 'fp32'})")
     model, state = fit(
-        data, model_cfg, train_cfg, out_dir=out, resume=resume, on_epoch=on_epoch, progress=progress
+        data,
+        model_cfg,
+        train_cfg,
+        out_dir=out,
+        resume=resume,
+        on_epoch=on_epoch,
+        progress=progress,
+        item_text=item_text,
     )
     exclude_seen = default_exclude_seen(data) if train_cfg.exclude_seen is None else train_cfg.exclude_seen
     calibration = calibrate_model(model, data) if model.behavior is not None else None
@@ -131,6 +171,7 @@ def train_model(
             "train_seconds": round(state.seconds, 1),
             "best_valid_NDCG@10": state.best_ndcg,
             "calibration": calibration,
+            "text": text_info,
         },
     )
     plot_metrics(out)
@@ -198,6 +239,10 @@ def evaluate_dir(
     metrics = ranking_metrics(ranks)
     metrics["coverage@10"] = coverage(tops[:, :10], data.n_items)
     seed = config.get("train", {}).get("seed")
+    from nextaction.evaluate import eval_examples
+    from nextaction.itemtext import cold_warm
+
+    split_metrics = cold_warm(data, eval_examples(data.seqs, split=code).target, ranks)
     result: dict[str, Any] = {
         "metrics": metrics,
         "protocol": protocol(
@@ -205,6 +250,8 @@ def evaluate_dir(
         ),
         "seconds": round(seconds, 3),
     }
+    if split_metrics is not None:
+        result.update(split_metrics)  # "cold" and "warm": targets held out of training vs the rest
     if baselines:
         result["baselines"] = {
             b.name: evaluate_scorer(b.fit(data), data, split=code, exclude_seen=excl)["metrics"]
