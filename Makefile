@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install bench bench-data bench-behaviors ablate clean
+.PHONY: demo test lint install bench bench-data bench-behaviors bench-text ablate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench: $(STAMP)
 
 bench-behaviors: $(STAMP)
 	$(BIN)/python bench/bench_behaviors.py
+
+bench-text: $(STAMP)
+	$(BIN)/python bench/bench_text.py
 
 ablate: $(STAMP)
 	$(BIN)/python bench/ablate.py --epochs 10

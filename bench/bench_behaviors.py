@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-from bench_model import BIN, CACHE, SHARED, machine, run
+from bench_model import BIN, CACHE, SHARED, machine, run, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Behaviour prediction"
@@ -183,18 +183,6 @@ def markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = current.find(SECTION)
-    if start >= 0:
-        end = current.find("\n## ", start + 3)
-        current = current[:start] + (current[end + 1 :] if end >= 0 else "")
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(current.rstrip() + "\n\n" + text.rstrip() + "\n")
-    tmp.replace(path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--datasets", default="retailrocket,ml100k")
@@ -214,7 +202,7 @@ def main() -> None:
             path.write_text(json.dumps(results, indent=2))
     text = markdown({n: results[n] for n in names})
     print(text)
-    write_section(text)
+    write_section(text, SECTION)
 
 
 if __name__ == "__main__":

@@ -198,10 +198,11 @@ def markdown(results: dict[str, dict], recbole_measured: dict[str, float | None]
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, section: str = "## Next-item model") -> None:
+    """Replace (or append) one ``## …`` section of BENCHMARKS.md, atomically."""
     path = ROOT / "BENCHMARKS.md"
     current = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = current.find("## Next-item model")
+    start = current.find(section)
     if start >= 0:
         end = current.find("\n## ", start + 3)
         current = current[:start] + (current[end + 1 :] if end >= 0 else "")
