@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -64,7 +65,8 @@ def encoding(runs: int) -> dict:
                 )
         finally:
             shutil.rmtree(cache, ignore_errors=True)
-    return {"cold": cold, "warm": warm}
+    threads = os.environ.get("OMP_NUM_THREADS", "all cores")
+    return {"cold": cold, "warm": warm, "threads": threads}
 
 
 def train(name: str, args: list[str]) -> dict:
@@ -105,7 +107,8 @@ def markdown(enc: dict, results: dict) -> str:
         "- Data: Amazon Beauty, S3-Rec leave-one-out split, full ranking, seen items excluded; item text = "
         "`item_text.tsv` (title words + brand|categories; the ASIN column is detected as an identifier and left out).",
         "",
-        "Encoding all-MiniLM-L6-v2 (bf16 autocast on this CPU), each in a fresh process:",
+        f"Encoding all-MiniLM-L6-v2 (bf16 autocast on this CPU), each in a fresh process, threads: "
+        f"{enc.get('threads', 'all cores')}:",
         "",
         "| run | items | encoded | median s (in encode_items) | runs (s) | process wall s | target |",
         "|---|---:|---:|---:|---|---:|---|",
