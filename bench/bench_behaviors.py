@@ -103,8 +103,8 @@ def markdown(results: dict[str, dict]) -> str:
         f"Machine: {machine()}.",
         "- Protocol: global temporal split (last 10% of events → test window, the 10% before → validation "
         "window). Per user in the test window: candidates = the items they touched in it, labelled per "
-        "behaviour, + 20 negatives per positive sampled by whole-log popularity (seed 0); history = all events "
-        "before the window. Scores of every model are Platt-calibrated per behaviour on the validation window "
+        "behaviour, + 20 negatives per positive sampled by popularity within the same window (the items other "
+        "users were active on then; seed 0); history = all events before the window. Scores of every model are Platt-calibrated per behaviour on the validation window "
         "(same construction); F1 at the threshold that maximises F1 on validation; ECE over 15 equal-width "
         "bins; GAUC = per-user AUC weighted by candidates. Next-buy: each test user's first event of the "
         "conversion behaviour, ranked against the whole catalogue (history = all events before it, seen items "

@@ -7,11 +7,10 @@ import torch
 
 from factories import funnel_dataset
 from nextaction.candidates import (
-    popularity_cdf,
     primary_behavior,
-    train_popularity,
     training_candidates,
     window_candidates,
+    window_popularity,
 )
 from nextaction.data.schema import TEST, VALID
 
@@ -21,7 +20,7 @@ def _window(data, *, split=TEST, seed=0, ratio=5):
         data.seqs,
         split=split,
         n_behaviors=len(data.behaviors) - 1,
-        popularity=train_popularity(data),
+        popularity=window_popularity(data, split),
         ratio=ratio,
         seed=seed,
     )
@@ -69,7 +68,7 @@ def test_positives_are_the_window_items_with_their_behaviours():
 def test_negatives_follow_popularity():
     data = funnel_dataset(n_users=150)
     cands = _window(data, ratio=20, split=VALID)
-    pop = train_popularity(data)
+    pop = window_popularity(data, VALID)
     neg = cands.items[~cands.labels.any(axis=1)]
     sampled_pop = pop[neg].mean()
     assert sampled_pop > pop[1:].mean()  # popular items are drawn more often than uniform would
@@ -94,9 +93,7 @@ def test_training_labels_look_into_the_horizon_only():
     # one window: items 5 6 7 5 8 with behaviours view view view buy view
     items = torch.tensor([[5, 6, 7, 5, 8, 0]])
     behaviors = torch.tensor([[1, 1, 1, 3, 1, 0]])
-    pop = np.ones(10)
-    pop[0] = 0
-    from nextaction.candidates import ItemStats
+    from nextaction.candidates import ContemporaryItems, ItemStats
     from nextaction.data.dataset import Sequences
 
     times = torch.arange(6)[None] * 1000
@@ -112,10 +109,10 @@ def test_training_labels_look_into_the_horizon_only():
         behaviors,
         times,
         stats=ItemStats(flat, 3),
+        negatives=ContemporaryItems(flat, window=2),
         n_behaviors=3,
         horizon=2,
         n_negatives=2,
-        popularity_cdf=popularity_cdf(pop),
         gen=torch.Generator().manual_seed(0),
     )
     assert tc.items.shape == (1, 5, 5) and tc.labels.shape == (1, 5, 5, 3)
@@ -129,8 +126,11 @@ def test_training_labels_look_into_the_horizon_only():
     assert (tc.labels[0, 0][is5][:, 2] == 0).all()
     # at position 2 the next event is the buy of item 5
     assert tc.items[0, 2, 0] == 5 and tc.labels[0, 2, 0].tolist() == [0, 0, 1]
-    # negatives are real items
+    # negatives are real items active right after the position: the 2 events following t+1
     assert (tc.items[..., 3:] >= 1).all()
+    for t in range(4):
+        allowed = set(items[0, min(t + 1, 3) : min(t + 1, 3) + 2].tolist())
+        assert set(tc.items[0, t, 3:].tolist()) <= allowed, (t, tc.items[0, t, 3:], allowed)
     # item statistics as of the next event: at position 2 (next event at t=3000) item 5 was viewed once
     assert tc.stats.shape == (1, 5, 5, 4)
     assert torch.expm1(tc.stats[0, 2, 0, 0]).round() == 1 and tc.stats[0, 2, 0, 2] == 0

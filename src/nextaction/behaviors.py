@@ -25,9 +25,9 @@ from nextaction.batches import Batch, history_batch
 from nextaction.candidates import (
     CandidateSet,
     ItemStats,
-    log_popularity,
     primary_behavior,
     window_candidates,
+    window_popularity,
 )
 from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import SPLIT_NAMES, TEST, VALID
@@ -271,12 +271,11 @@ class BehaviorEvalSetup:
 def eval_setup(
     data: PreparedDataset, *, ratio: int = NEGATIVE_RATIO, seed: int = EVAL_SEED
 ) -> BehaviorEvalSetup:
-    pop = log_popularity(data)
     nb = len(data.behaviors) - 1
-    kw: dict[str, Any] = {"n_behaviors": nb, "popularity": pop, "ratio": ratio, "seed": seed}
+    kw: dict[str, Any] = {"n_behaviors": nb, "ratio": ratio, "seed": seed}
     return BehaviorEvalSetup(
-        valid=window_candidates(data.seqs, split=VALID, **kw),
-        test=window_candidates(data.seqs, split=TEST, **kw),
+        valid=window_candidates(data.seqs, split=VALID, popularity=window_popularity(data, VALID), **kw),
+        test=window_candidates(data.seqs, split=TEST, popularity=window_popularity(data, TEST), **kw),
         target_behavior=primary_behavior(data.behaviors),
         ratio=ratio,
         seed=seed,
@@ -326,7 +325,7 @@ def behavior_protocol(data: PreparedDataset, setup: BehaviorEvalSetup) -> dict[s
         "window": f"{SPLIT_NAMES[TEST]} split events of each user; history = all events before them",
         "candidates": (
             f"items the user touched in the window (labelled per behaviour) + {setup.ratio} negatives per "
-            f"positive sampled by whole-log popularity (seed {setup.seed})"
+            f"positive sampled by popularity within the same window (seed {setup.seed})"
         ),
         "users": len(setup.test),
         "candidates_total": len(setup.test.items),

@@ -6,9 +6,11 @@ Evaluation protocol (recorded with every result, see :func:`window_candidates`):
 - positives = the distinct items the user touched in the window, each labelled per behaviour
   (``labels[j, b - 1]`` is True when the user did behaviour ``b`` on item j in the window);
 - negatives = ``ratio`` items per positive, sampled without replacement per user from the popularity
-  distribution of the whole log (all splits: an item that first appears in the window can be a negative
-  too, so "never seen in training" does not give a positive away), never one of the user's positives;
-  one generator draws for all users in order, so a fixed seed gives the same set every time;
+  distribution *within the same window* (:func:`window_popularity`: the items other users were active on
+  then — what a re-ranking stage would be given), never one of the user's positives. Sampling by the
+  popularity of another period would let popularity or freshness alone tell positives from negatives
+  (in a shop, many window items are new: zero training events). One generator draws for all users in
+  order, so a fixed seed gives the same set every time;
 - users need at least one history event.
 
 Candidates are stored flat (CSR by user) because users differ wildly in window size; scorers see them a
@@ -73,9 +75,11 @@ def train_popularity(data: PreparedDataset) -> np.ndarray:
     return counts
 
 
-def log_popularity(data: PreparedDataset) -> np.ndarray:
-    """(n_items + 1,) float64 event counts per item_idx over the whole log (every split)."""
-    counts = np.bincount(np.asarray(data.seqs.items), minlength=data.n_items + 1).astype(np.float64)
+def window_popularity(data: PreparedDataset, split: int) -> np.ndarray:
+    """(n_items + 1,) float64 event counts per item_idx within one split's window (what is active then)."""
+    seqs = data.seqs
+    items = np.asarray(seqs.items)[np.asarray(seqs.split) == split]
+    counts = np.bincount(items, minlength=data.n_items + 1).astype(np.float64)
     counts[PAD_IDX] = 0.0
     return counts
 
@@ -253,6 +257,30 @@ class ItemStats:
 # ---- training candidates (torch, per batch of windows) -------------------------------------------------
 
 
+class ContemporaryItems:
+    """Negatives for training the behaviour head the way the evaluation draws them.
+
+    The evaluation samples a window's negatives by the popularity *within that window* (what is active
+    then). For a training position whose future starts at time t, the same thing is a uniform draw among
+    the ``window`` events that follow t in the whole training log — popularity-weighted and
+    contemporaneous, so neither popularity nor freshness tells positives from negatives by itself.
+    """
+
+    def __init__(self, seqs: Sequences, *, window: int) -> None:
+        times = np.asarray(seqs.timestamps)
+        order = np.argsort(times, kind="stable")
+        self.times = times[order]
+        self.items = np.asarray(seqs.items)[order].astype(np.int64)
+        self.window = int(max(1, min(window, len(self.items))))
+
+    def sample(self, t: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+        """(…, n) item_idx drawn from the ``window`` events at or after each time in ``t`` (…)."""
+        start = np.searchsorted(self.times, t.numpy(), side="left")
+        start = np.minimum(start, len(self.items) - self.window)  # the last window is a full one too
+        u = torch.rand(*t.shape, n, generator=gen, dtype=torch.float64).numpy()
+        return torch.from_numpy(self.items[start[..., None] + (u * self.window).astype(np.int64)])
+
+
 @dataclass(frozen=True)
 class TrainingCandidates:
     items: torch.Tensor  # (B, L, M) long candidate item_idx per input position
@@ -267,10 +295,10 @@ def training_candidates(
     timestamps: torch.Tensor,
     *,
     stats: ItemStats,
+    negatives: ContemporaryItems,
     n_behaviors: int,
     horizon: int,
     n_negatives: int,
-    popularity_cdf: torch.Tensor,
     gen: torch.Generator,
 ) -> TrainingCandidates:
     """Candidates and labels for every input position of a batch of training windows.
@@ -279,8 +307,8 @@ def training_candidates(
     events t+1 … t+horizon of the window, and a candidate's label for behaviour b is 1 when the user did b
     on it in that future. Candidates per position (M = 3 + n_negatives):
       the next item (always a positive), a random item of the future, a random item of the visible
-      history (teaches repeats: is a past item coming back?), and popularity-sampled negatives — the
-      same distribution the evaluation samples from.
+      history (teaches repeats: is a past item coming back?), and negatives drawn among the events that
+      follow the position in the whole log (:class:`ContemporaryItems`), as the evaluation draws them.
     """
     B, L1 = items.shape
     L = L1 - 1
@@ -294,8 +322,7 @@ def training_candidates(
     nxt = items[:, 1:]
     fut = items.gather(1, future_pos)
     past = items.gather(1, past_pos)
-    u = torch.rand(B, L, n_negatives, generator=gen, dtype=torch.float64)
-    neg = torch.searchsorted(popularity_cdf, u).clamp(min=1, max=len(popularity_cdf) - 1)
+    neg = negatives.sample(timestamps[:, 1:], n_negatives, gen)
     cand = torch.cat([nxt[..., None], fut[..., None], past[..., None], neg], dim=2)  # (B, L, M)
 
     # future events of position t: window positions t+1 … t+horizon (real ones only)
@@ -313,14 +340,3 @@ def training_candidates(
     t_next = timestamps[:, 1:, None].numpy()
     feats = torch.from_numpy(stats.features(cand.numpy(), t_next))
     return TrainingCandidates(items=cand, labels=labels, mask=mask, stats=feats)
-
-
-def popularity_cdf(popularity: np.ndarray) -> torch.Tensor:
-    """Cumulative distribution over item_idx for inverse-transform sampling (index 0 has mass 0)."""
-    p = np.asarray(popularity, dtype=np.float64)
-    if p.sum() <= 0:
-        p = np.ones_like(p)
-        p[PAD_IDX] = 0
-    cdf = np.cumsum(p / p.sum())
-    cdf[-1] = 1.0
-    return torch.from_numpy(cdf)

@@ -227,6 +227,7 @@ def train(
         def on_epoch(rec: dict[str, Any]) -> None:
             state["epoch"] = rec["epoch"] + 1
             valid = f"  valid NDCG@10 {rec['valid_NDCG@10']:.4f}" if "valid_NDCG@10" in rec else ""
+            valid += f"  behaviour AUC {rec['valid_AUC']:.4f}" if "valid_AUC" in rec else ""
             err.print(
                 f"epoch {rec['epoch']:>3}  loss {rec['loss']:.4f}  {rec['epoch_s']:.1f}s  "
                 f"{rec['events_per_s']:,} events/s{valid}"

@@ -43,6 +43,7 @@ def run_demo(out_dir: Path, *, n_events: int = 200_000, console: Console | None 
 
     def on_epoch(rec: dict) -> None:
         valid = f"  valid NDCG@10 {rec['valid_NDCG@10']:.4f}" if "valid_NDCG@10" in rec else ""
+        valid += f"  behaviour AUC {rec['valid_AUC']:.4f}" if "valid_AUC" in rec else ""
         con.print(f"  epoch {rec['epoch']:>2}  loss {rec['loss']:.3f}  {rec['epoch_s']:.1f}s{valid}")
 
     model_dir = out_dir / "model"

@@ -27,11 +27,17 @@ from nextaction.batches import (
     training_sequences,
     training_windows,
 )
-from nextaction.candidates import ItemStats, popularity_cdf, train_popularity, training_candidates
+from nextaction.candidates import (
+    ContemporaryItems,
+    ItemStats,
+    training_candidates,
+    window_candidates,
+    window_popularity,
+)
 from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import VALID
 from nextaction.evaluate import eval_examples, rank_targets
-from nextaction.metrics import ranking_metrics
+from nextaction.metrics import auc, ranking_metrics
 from nextaction.model import ModelConfig, NextActionModel
 
 
@@ -154,13 +160,13 @@ def step_loss(
     gen: torch.Generator,
     *,
     matmul_dtype: torch.dtype = torch.float32,
-    behavior_cdf: torch.Tensor | None = None,
+    behavior_negatives: ContemporaryItems | None = None,
     item_stats: ItemStats | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Loss of one batch of windows: every position predicts the next event. Returns (loss, targets).
 
-    With ``behavior_cdf`` (the popularity CDF of the behaviour head's negatives) every position also
-    predicts which behaviours the user will do on a few candidates (see candidates.training_candidates).
+    With ``behavior_negatives`` and ``item_stats`` every position also predicts which behaviours the user
+    will do on a few candidates (see candidates.training_candidates).
     """
     inputs = Batch(batch.items[:, :-1], batch.behaviors[:, :-1], batch.timestamps[:, :-1])
     targets = batch.items[:, 1:]
@@ -182,16 +188,16 @@ def step_loss(
         neg = torch.randint(1, emb.shape[0], (len(y), cfg.n_negatives), generator=gen)
         beta = 1.0 if cfg.loss == "bce" else losses.gbce_beta(cfg.n_negatives, emb.shape[0] - 1, cfg.gbce_t)
         loss = losses.gbce(states, emb, y, neg, beta=beta)
-    if behavior_cdf is not None and item_stats is not None:
+    if behavior_negatives is not None and item_stats is not None:
         tc = training_candidates(
             batch.items,
             batch.behaviors,
             batch.timestamps,
             stats=item_stats,
+            negatives=behavior_negatives,
             n_behaviors=model.cfg.n_behaviors - 1,
             horizon=cfg.behavior_horizon,
             n_negatives=cfg.behavior_negatives,
-            popularity_cdf=behavior_cdf,
             gen=gen,
         )
         L = inputs.items.shape[1]
@@ -205,7 +211,7 @@ def step_loss(
 class TrainState:
     epoch: int = 0  # epochs completed
     step: int = 0
-    best_ndcg: float = -1.0
+    best_ndcg: float = -1.0  # best validation score: NDCG@10 (+ mean behaviour AUC with a behaviour head)
     best_epoch: int = 0
     bad_epochs: int = 0
     seconds: float = 0.0
@@ -263,8 +269,23 @@ def fit(
     has_valid = bool((np.asarray(data.seqs.split) == VALID).any())
     matmul_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     head = model_cfg.behavior_head and cfg.behavior_weight > 0
-    behavior_cdf = popularity_cdf(train_popularity(data)) if head else None
     item_stats = ItemStats(data.seqs, len(data.behaviors) - 1) if head else None
+    # negatives among the events that follow each position, over a span as long as the validation window
+    n_valid = int((np.asarray(data.seqs.split) == VALID).sum())
+    window = n_valid or max(1, len(train_seqs.items) // 10)
+    behavior_negatives = ContemporaryItems(train_seqs, window=window) if head else None
+    # With a behaviour head the checkpoint is chosen on NDCG@10 + the mean behaviour AUC of the validation
+    # window (the evaluation's construction): next-item accuracy alone peaks long before the head has learned.
+    valid_cands = (
+        window_candidates(
+            data.seqs,
+            split=VALID,
+            n_behaviors=len(data.behaviors) - 1,
+            popularity=window_popularity(data, VALID),
+        )
+        if head and n_valid
+        else None
+    )
 
     t_start = time.perf_counter() - state.seconds
     while state.epoch < cfg.epochs and (state.bad_epochs < cfg.patience or not has_valid):
@@ -288,7 +309,7 @@ def fit(
                 log_q,
                 gen,
                 matmul_dtype=matmul_dtype,
-                behavior_cdf=behavior_cdf,
+                behavior_negatives=behavior_negatives,
                 item_stats=item_stats,
             )
             opt.zero_grad(set_to_none=True)
@@ -317,15 +338,18 @@ def fit(
             t1 = time.perf_counter()
             ranks, _ = evaluate_model(model, data.seqs, split=VALID, exclude_seen=exclude_seen, k_top=0)
             m = ranking_metrics(ranks, ks=(10,))
-            record.update(
-                {
-                    "valid_NDCG@10": m["NDCG@10"],
-                    "valid_HR@10": m["HR@10"],
-                    "eval_s": round(time.perf_counter() - t1, 3),
-                }
-            )
-            if m["NDCG@10"] > state.best_ndcg:
-                state.best_ndcg, state.best_epoch, state.bad_epochs = m["NDCG@10"], state.epoch, 0
+            score = m["NDCG@10"]
+            record.update({"valid_NDCG@10": m["NDCG@10"], "valid_HR@10": m["HR@10"]})
+            if valid_cands is not None and len(valid_cands):
+                from nextaction.behaviors import ModelBehaviorScorer
+
+                z = ModelBehaviorScorer(model, stats=item_stats).behavior_scores(data.seqs, valid_cands)
+                aucs = [auc(z[:, k], valid_cands.labels[:, k]) for k in range(z.shape[1])]
+                record["valid_AUC"] = float(np.nanmean(aucs)) if not np.isnan(aucs).all() else 0.0
+                score += record["valid_AUC"]
+            record["eval_s"] = round(time.perf_counter() - t1, 3)
+            if score > state.best_ndcg:
+                state.best_ndcg, state.best_epoch, state.bad_epochs = score, state.epoch, 0
                 best = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 state.bad_epochs += 1

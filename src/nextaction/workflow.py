@@ -169,7 +169,7 @@ def train_model(
             "best_epoch": state.best_epoch,
             "epochs_run": state.epoch,
             "train_seconds": round(state.seconds, 1),
-            "best_valid_NDCG@10": state.best_ndcg,
+            "best_valid_score": state.best_ndcg,  # NDCG@10 (+ mean behaviour AUC with a behaviour head)
             "calibration": calibration,
             "text": text_info,
         },
