@@ -41,6 +41,14 @@ RUNS = {
     "id+text": ["--items", str(BEAUTY / "item_text.tsv")],
     "id (cold split)": ["--holdout-items", "0.1"],
     "id+text (cold split)": ["--items", str(BEAUTY / "item_text.tsv"), "--holdout-items", "0.1"],
+    "id+text id_dropout=0.3 (cold split)": [
+        "--items",
+        str(BEAUTY / "item_text.tsv"),
+        "--holdout-items",
+        "0.1",
+        "--set",
+        "model.id_dropout=0.3",
+    ],
 }
 
 
@@ -125,22 +133,23 @@ def markdown(enc: dict, results: dict) -> str:
         "",
         "Training with default settings (50 epochs max, early stopping on validation NDCG@10):",
         "",
-        "| model | split | HR@10 | NDCG@10 | MRR@10 | HR@20 | cold HR@10 | cold NDCG@10 | warm NDCG@10 | training s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | split | HR@10 | NDCG@10 | MRR@10 | HR@20 | cold HR@10 | cold NDCG@10 | warm NDCG@10 | training s "
+        "| threads |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in results.items():
         res = r["result"]
         m = res["metrics"]
         cold, warm = res.get("cold"), res.get("warm")
         lines.append(
-            f"| {name.split(' ')[0]} | {'10% items held out' if cold else 'standard'} | "
+            f"| {name.split(' (')[0]} | {'10% items held out' if cold else 'standard'} | "
             + " | ".join(f"{m[k]:.4f}" for k in keys)
             + (
                 f" | {cold['HR@10']:.4f} | {cold['NDCG@10']:.4f} | {warm['NDCG@10']:.4f}"
                 if cold
                 else " | — | — | —"
             )
-            + f" | {r['train_s']:.0f} |"
+            + f" | {r['train_s']:.0f} | {r.get('threads', os.environ.get('OMP_NUM_THREADS', 'all'))} |"
         )
     lines.append("")
     if "id" in results and "id+text" in results:
@@ -161,9 +170,8 @@ def markdown(enc: dict, results: dict) -> str:
             f"{'met' if c['HR@10'] >= 0.02 else 'missed'})."
         )
     for r in results.values():
-        lines.append(
-            f"- `{r['command']}`: {r['epochs']} epochs (best {r['best_epoch']}), peak RSS {r['rss']:,} MiB."
-        )
+        rss = f", peak RSS {r['rss']:,} MiB" if r["rss"] else ""
+        lines.append(f"- `{r['command']}`: {r['epochs']} epochs (best {r['best_epoch']}){rss}.")
     return "\n".join(lines) + "\n"
 
 

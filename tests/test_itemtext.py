@@ -97,3 +97,26 @@ def test_items_add_needs_a_text_model(shop, tmp_path):
 
     with pytest.raises(InputError, match="without item text"):
         add_items(out, shop / "items.csv")
+
+
+def test_id_dropout_hides_ids_in_training_only():
+    import torch
+
+    from nextaction.model import ModelConfig, NextActionModel
+
+    torch.manual_seed(0)
+    model = NextActionModel(
+        ModelConfig(n_items=200, n_behaviors=2, dim=8, text_dim=4, fusion="id+text", id_dropout=0.3)
+    )
+    model.text_emb.normal_()
+    items = torch.arange(1, 201)
+    full = model.item_vectors(items)
+    text_only = model.text_proj(model.text_emb[items])
+    model.train()
+    model.sample_id_dropout(torch.Generator().manual_seed(1))
+    dropped = model.item_vectors(items)
+    hidden = (dropped - text_only).abs().sum(-1) < 1e-6
+    assert 0.15 < hidden.float().mean() < 0.45  # about id_dropout = 0.3 of the items are text-only
+    assert torch.allclose(dropped[~hidden], full[~hidden])
+    model.eval()
+    assert torch.allclose(model.item_vectors(items), full)  # evaluation always uses every learned ID

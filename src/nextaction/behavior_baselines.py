@@ -20,12 +20,12 @@ Scores of every baseline break ties by TRAIN popularity, so full-catalogue ranki
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import numpy as np
 
 from nextaction.baselines import DEFAULT_STRENGTHS
-from nextaction.candidates import CandidateSet
+from nextaction.candidates import BehaviorScorer, CandidateSet
 from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import PAD_IDX, TRAIN
 from nextaction.errors import InputError
@@ -40,20 +40,6 @@ _N_POPULAR = 100  # most popular items of the behaviour added to every user's sh
 _NEVER_EVENTS = float(np.log1p(1e5))  # "events since" / "seconds since" for items never touched:
 _NEVER_SECONDS = float(np.log1p(10 * 365 * 86_400))  # beyond any real value, yet finite for the scaler
 _RATE_SMOOTHING = 5.0  # pseudo-count of first-behaviour events pulling conversion rates to the global one
-
-
-class BehaviorScorer(Protocol):
-    """What the behaviour evaluation needs from a baseline or a model (see the module docstring)."""
-
-    name: str
-
-    def fit(self, data: PreparedDataset, *, train: CandidateSet) -> Self: ...
-
-    def behavior_scores(self, seqs: Sequences, cands: CandidateSet) -> np.ndarray: ...
-
-    def rank_scores(
-        self, seqs: Sequences, hist_start: np.ndarray, hist_end: np.ndarray, *, behavior: int
-    ) -> np.ndarray: ...
 
 
 class BehaviorPopularity:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 import numpy as np
 import torch
 
 from nextaction.batches import Batch, history_batch
 from nextaction.candidates import (
+    BehaviorScorer,
     CandidateSet,
     ItemStats,
     primary_behavior,
@@ -47,24 +48,6 @@ from nextaction.model import NextActionModel
 NEGATIVE_RATIO = 20  # popularity negatives per positive in the evaluation windows
 EVAL_SEED = 0
 SHORTLIST = 100  # next-item candidates re-ranked by the behaviour head
-
-
-class BehaviorScorer(Protocol):
-    """The model or a baseline, scoring candidate sets per behaviour (see behavior_baselines.py)."""
-
-    name: str
-
-    def fit(self, data: PreparedDataset, *, train: CandidateSet) -> Self: ...
-
-    def behavior_scores(self, seqs: Sequences, cands: CandidateSet) -> np.ndarray:
-        """(len(cands.items), NB) raw scores, higher = more likely; column k is behaviour index k + 1."""
-        ...
-
-    def rank_scores(
-        self, seqs: Sequences, hist_start: np.ndarray, hist_end: np.ndarray, *, behavior: int
-    ) -> np.ndarray:
-        """(B, n_items + 1) scores of every item as the next one the user does ``behavior`` on."""
-        ...
 
 
 # ---- calibration ------------------------------------------------------------------------------------

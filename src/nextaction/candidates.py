@@ -23,6 +23,7 @@ belongs to behaviour index ``k + 1`` and ``NB = len(dataset.behaviors) - 1``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, Self
 
 import numpy as np
 import torch
@@ -64,6 +65,24 @@ class CandidateSet:
     def user_of_candidate(self) -> np.ndarray:
         """(T,) position in ``user_idx`` of every candidate (for per-user metrics)."""
         return np.repeat(np.arange(len(self)), np.diff(self.offsets))
+
+
+class BehaviorScorer(Protocol):
+    """The model (behaviors.ModelBehaviorScorer) or a baseline (behavior_baselines), per behaviour."""
+
+    name: str
+
+    def fit(self, data: PreparedDataset, *, train: CandidateSet) -> Self: ...
+
+    def behavior_scores(self, seqs: Sequences, cands: CandidateSet) -> np.ndarray:
+        """(len(cands.items), NB) raw scores, higher = more likely; column k is behaviour index k + 1."""
+        ...
+
+    def rank_scores(
+        self, seqs: Sequences, hist_start: np.ndarray, hist_end: np.ndarray, *, behavior: int
+    ) -> np.ndarray:
+        """(B, n_items + 1) scores of every item as the next one the user does ``behavior`` on."""
+        ...
 
 
 def train_popularity(data: PreparedDataset) -> np.ndarray:

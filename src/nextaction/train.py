@@ -170,6 +170,7 @@ def step_loss(
     """
     inputs = Batch(batch.items[:, :-1], batch.behaviors[:, :-1], batch.timestamps[:, :-1])
     targets = batch.items[:, 1:]
+    model.sample_id_dropout(gen)
     h = model(inputs.items, inputs.behaviors, inputs.timestamps)  # (B, L, D)
     keep = (targets != 0) & inputs.mask
     states = model.output_states(h[keep])  # (P, D): only real positions reach the output layer
