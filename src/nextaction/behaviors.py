@@ -98,13 +98,13 @@ def calibrate(scores: np.ndarray, labels: np.ndarray, behaviors: list[str]) -> d
 
 
 def probabilities(
-    scores: np.ndarray, calibration: dict[str, dict[str, float]], behaviors: list[str]
+    scores: np.ndarray, calibration: dict[str, dict[str, float]] | None, behaviors: list[str]
 ) -> np.ndarray:
-    """Raw (T, NB) scores -> calibrated (T, NB) probabilities."""
+    """Raw (…, NB) scores -> calibrated (…, NB) probabilities; an uncalibrated behaviour gets a sigmoid."""
     out = np.empty(scores.shape, dtype=np.float64)
     for k, name in enumerate(behaviors[1:]):
-        cal = calibration[name]
-        out[:, k] = Platt(cal["a"], cal["c"])(scores[:, k])
+        cal = (calibration or {}).get(name, {"a": 1.0, "c": 0.0})
+        out[..., k] = Platt(cal["a"], cal["c"])(scores[..., k])
     return out
 
 

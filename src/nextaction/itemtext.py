@@ -58,7 +58,7 @@ def encode_catalogue(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """(n_items + 1, dim) float32 text embeddings by item_idx (row 0 and items without text are zero)."""
     ordered = items.sort(ITEM_IDX)
-    vectors, has_text, report = encode_items(ordered, config, progress=progress)
+    vectors, _, report = encode_items(ordered, config, progress=progress)
     out = torch.zeros(ordered.height + 1, vectors.shape[1])
     out[1:] = torch.from_numpy(np.ascontiguousarray(vectors))
     info = {
@@ -72,17 +72,22 @@ def encode_catalogue(
         "template": config.template,
         "config": {k: v for k, v in vars(config).items() if k != "cache_dir"},
     }
-    del has_text
     return out, info
 
 
-def cold_warm(data: PreparedDataset, targets: np.ndarray, ranks: np.ndarray) -> dict[str, Any] | None:
-    """HR/NDCG/MRR@10 separately for targets that are held-out (cold) items and for the others."""
+def cold_warm(data: PreparedDataset, split: int, ranks: np.ndarray) -> dict[str, Any] | None:
+    """HR/NDCG/MRR@10 separately for targets that are held-out (cold) items and for the others.
+
+    ``ranks`` are in the order of ``eval_examples(data.seqs, split=split)``. None without a holdout.
+    """
     if COLD not in data.items.columns:
         return None
+    from nextaction.evaluate import eval_examples
+
+    targets = eval_examples(data.seqs, split=split).target
     cold_idx = data.items.filter(pl.col(COLD))[ITEM_IDX].to_numpy()
     is_cold = np.isin(targets, cold_idx)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"holdout_items": data.report.get("holdout_items")}
     for name, mask in ((COLD, is_cold), ("warm", ~is_cold)):
         m = ranking_metrics(ranks[mask], ks=(10, 20))
         out[name] = {**{k: m[k] for k in ("HR@10", "NDCG@10", "MRR@10", "HR@20")}, "users": int(mask.sum())}

@@ -192,13 +192,9 @@ class Predictor:
 
     def _probs(self, logits: np.ndarray) -> np.ndarray:
         """Raw (…, NB) behaviour logits -> calibrated probabilities (plain sigmoid if never calibrated)."""
-        from nextaction.behaviors import Platt
+        from nextaction.behaviors import probabilities
 
-        out = np.empty(logits.shape, dtype=np.float64)
-        for k, name in enumerate(self.behaviors):
-            cal = (self.calibration or {}).get(name, {"a": 1.0, "c": 0.0})
-            out[..., k] = Platt(cal["a"], cal["c"])(logits[..., k])
-        return out
+        return probabilities(logits, self.calibration, self.data.behaviors)
 
     @torch.no_grad()
     def predict(

@@ -27,6 +27,7 @@ from nextaction.batches import (
     training_sequences,
     training_windows,
 )
+from nextaction.behaviors import ModelBehaviorScorer
 from nextaction.candidates import (
     ContemporaryItems,
     ItemStats,
@@ -342,8 +343,6 @@ def fit(
             score = m["NDCG@10"]
             record.update({"valid_NDCG@10": m["NDCG@10"], "valid_HR@10": m["HR@10"]})
             if valid_cands is not None and len(valid_cands):
-                from nextaction.behaviors import ModelBehaviorScorer
-
                 z = ModelBehaviorScorer(model, stats=item_stats).behavior_scores(data.seqs, valid_cands)
                 aucs = [auc(z[:, k], valid_cands.labels[:, k]) for k in range(z.shape[1])]
                 record["valid_AUC"] = float(np.nanmean(aucs)) if not np.isnan(aucs).all() else 0.0

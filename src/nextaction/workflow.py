@@ -125,7 +125,10 @@ def train_model(
         from nextaction.text import TextConfig
 
         log("encoding item text …")
-        item_text, text_info = encode_catalogue(data.items, TextConfig.from_dict(sections["text"]))
+        # a Rich bar on stderr when the caller shows progress (the CLI): a cold cache takes a while
+        item_text, text_info = encode_catalogue(
+            data.items, TextConfig.from_dict(sections["text"]), progress=log is not _quiet
+        )
         log(
             f"item text: {text_info['model']} ({text_info['dim']}-d), {text_info['encoded']} encoded, "
             f"{text_info['cached']} from cache, {text_info['without_text']} without text, "
@@ -239,10 +242,9 @@ def evaluate_dir(
     metrics = ranking_metrics(ranks)
     metrics["coverage@10"] = coverage(tops[:, :10], data.n_items)
     seed = config.get("train", {}).get("seed")
-    from nextaction.evaluate import eval_examples
     from nextaction.itemtext import cold_warm
 
-    split_metrics = cold_warm(data, eval_examples(data.seqs, split=code).target, ranks)
+    split_metrics = cold_warm(data, code, ranks)
     result: dict[str, Any] = {
         "metrics": metrics,
         "protocol": protocol(
@@ -251,7 +253,8 @@ def evaluate_dir(
         "seconds": round(seconds, 3),
     }
     if split_metrics is not None:
-        result.update(split_metrics)  # "cold" and "warm": targets held out of training vs the rest
+        # "cold" and "warm": targets held out of training vs the rest, with the holdout that made them
+        result.update(split_metrics)
     if baselines:
         result["baselines"] = {
             b.name: evaluate_scorer(b.fit(data), data, split=code, exclude_seen=excl)["metrics"]
