@@ -184,20 +184,14 @@ class RepeatRecent:
     def __init__(
         self, *, window: int = 50, decay: float = 0.9, strengths: Mapping[str, float] | None = None
     ) -> None:
-        if window < 1:
-            raise InputError(f"repeat-recent: window must be at least 1, got {window}")
-        if not 0 < decay <= 1:
-            raise InputError(f"repeat-recent: decay must be in (0, 1], got {decay}")
+        check_repeat_options(window=window, decay=decay)
         self.window = window
         self.decay = decay
         self.strengths = dict(DEFAULT_STRENGTHS if strengths is None else strengths)
         self._fit: tuple[np.ndarray, np.ndarray] | None = None
 
     def fit(self, dataset: PreparedDataset) -> Self:
-        strength = np.array(
-            [self.strengths.get(name.lower(), 1.0) for name in dataset.behaviors], dtype=np.float32
-        )
-        strength[PAD_IDX] = 0.0
+        strength = behavior_strengths(dataset.behaviors, self.strengths).astype(np.float32)
         popularity = _train_counts(dataset)
         weakest = float(strength[1:].min(initial=1.0)) * self.decay ** (self.window - 1)
         tiebreak = _as_row(popularity / (popularity.max() + 1.0) * 0.5 * weakest)
@@ -224,6 +218,21 @@ class RepeatRecent:
 BASELINES: dict[str, type[MostPopular | RecentlyPopular | ItemToItem | RepeatRecent]] = {
     cls.name: cls for cls in (MostPopular, RecentlyPopular, ItemToItem, RepeatRecent)
 }
+
+
+def check_repeat_options(*, window: int, decay: float) -> None:
+    """The options of the repeat-recent scorers (next-item and behaviour): a user mistake is an InputError."""
+    if window < 1:
+        raise InputError(f"repeat-recent: window must be at least 1, got {window}")
+    if not 0 < decay <= 1:
+        raise InputError(f"repeat-recent: decay must be in (0, 1], got {decay}")
+
+
+def behavior_strengths(behaviors: Sequence[str], strengths: Mapping[str, float]) -> np.ndarray:
+    """(len(behaviors),) float64 evidence weight per behaviour index, by lower-cased name (padding 0, unknown 1)."""
+    out = np.array([strengths.get(name.lower(), 1.0) for name in behaviors], dtype=np.float64)
+    out[PAD_IDX] = 0.0
+    return out
 
 
 def _train_counts(dataset: PreparedDataset) -> np.ndarray:

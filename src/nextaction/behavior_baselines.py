@@ -24,7 +24,7 @@ from typing import Any, Literal, Self, TypeVar
 
 import numpy as np
 
-from nextaction.baselines import DEFAULT_STRENGTHS
+from nextaction.baselines import DEFAULT_STRENGTHS, behavior_strengths, check_repeat_options
 from nextaction.candidates import BehaviorScorer, CandidateSet
 from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import PAD_IDX, TRAIN
@@ -79,18 +79,14 @@ class RepeatBehavior:
     def __init__(
         self, *, window: int = 50, decay: float = 0.9, strengths: Mapping[str, float] | None = None
     ) -> None:
-        if window < 1:
-            raise InputError(f"repeat-recent: window must be at least 1, got {window}")
-        if not 0 < decay <= 1:
-            raise InputError(f"repeat-recent: decay must be in (0, 1], got {decay}")
+        check_repeat_options(window=window, decay=decay)
         self.window = window
         self.decay = decay
         self.strengths = dict(DEFAULT_STRENGTHS if strengths is None else strengths)
         self._fit: tuple[np.ndarray, np.ndarray] | None = None  # strength per behaviour, (NB, n+1) tie-break
 
     def fit(self, data: PreparedDataset, *, train: CandidateSet) -> Self:
-        strength = np.array([self.strengths.get(b.lower(), 1.0) for b in data.behaviors], dtype=np.float64)
-        strength[PAD_IDX] = 0.0
+        strength = behavior_strengths(data.behaviors, self.strengths)
         rows = _popularity_rows(_behavior_counts(data, train)).astype(np.float64)
         weakest = float(strength[1:].min(initial=1.0)) * self.decay ** (self.window - 1)
         tiebreak = rows / (rows.max(axis=1, keepdims=True) + 1.0) * 0.5 * weakest
