@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install bench bench-data bench-behaviors bench-text ablate clean
+.PHONY: demo test lint install browser bench bench-data bench-behaviors bench-text bench-serve bench-explain ablate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,7 +23,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-test: $(STAMP)
+# The web page test drives Debian's chromium through Playwright (no browser download): install it when
+# this is Debian and we may (root); elsewhere the page test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not installed: the web page test will be skipped (apt-get install chromium)"; fi; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
 
@@ -38,6 +46,14 @@ bench-behaviors: $(STAMP)
 
 bench-text: $(STAMP)
 	$(BIN)/python bench/bench_text.py
+
+# Load generators from Debian: wrk (closed-loop HTTP load); installed on first use like the browser.
+bench-serve: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python bench/bench_serve.py
+
+bench-explain: $(STAMP)
+	$(BIN)/python bench/bench_explain.py
 
 ablate: $(STAMP)
 	$(BIN)/python bench/ablate.py --epochs 10

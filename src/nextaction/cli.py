@@ -347,6 +347,75 @@ def predict(
     out.print(table)
 
 
+@app.command()
+def explain(
+    model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
+    user: Annotated[str, typer.Option("--user", help="user id from the training data")],
+    item: Annotated[str, typer.Option("--item", help="the item to explain, e.g. one recommended")],
+    k: Annotated[int, typer.Option("--k", help="how many past events to show")] = 5,
+    method: Annotated[
+        str, typer.Option(help="occlusion (score drop without each event) or rollout (attention)")
+    ] = "occlusion",
+    behavior: Annotated[
+        str | None,
+        typer.Option("--behavior", help="explain P(behaviour) instead of the next-item score, e.g. buy"),
+    ] = None,
+    split: Annotated[str, typer.Option(help="history up to this split's target: test, valid or all")] = "all",
+    json_: JsonOpt = False,
+) -> None:
+    """Which of the user's past events drove an item's score (or behaviour probability), and why."""
+    from nextaction.predictor import Predictor
+
+    if k < 1:
+        raise InputError(f"--k must be at least 1, got {k}")
+    p = Predictor.load(model_dir)
+    e = p.explain(p.history(user, split=split), item, method=method, behavior=behavior, top=k)
+    if json_:
+        _print_json({"user": user, **e.to_dict()})
+        return
+    out.print(e.sentence)
+    value = "share" if method == "rollout" else "Δ score" if behavior is None else f"Δ P({behavior})"
+    with_titles = bool(e.titles)  # a catalogue without titles gets no empty column
+    columns = ["rank", "position", "item_id", *(["title"] if with_titles else []), "behavior", value, "share"]
+    title = f"past events behind {item} for user {user} ({method}; score {e.score:.3f})"
+    table = Table(*columns, title=title)
+    for r, ((pos, it, beh, v), share) in enumerate(zip(e.contributions, e.shares, strict=True), 1):
+        name = [e.titles.get(it, "")] if with_titles else []
+        table.add_row(str(r), str(pos), it, *name, beh, f"{v:+.3f}", f"{share:.0%}")
+    out.print(table)
+    out.print(
+        f"by item ({'all its events removed' if method == 'occlusion' else 'its events summed'}): "
+        + ", ".join(f"{e.titles.get(i) or 'item ' + i} {v:+.3f}" for i, v in e.item_contributions)
+    )
+    if e.similar_history_items:
+        out.print(
+            "similar to what the user had: "
+            + ", ".join(f"{e.titles.get(i) or 'item ' + i} ({s:.2f})" for i, s in e.similar_history_items)
+        )
+
+
+@app.command()
+def similar(
+    model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
+    item: Annotated[str, typer.Option("--item", help="item id")],
+    k: Annotated[int, typer.Option("--k", help="how many items")] = 10,
+    json_: JsonOpt = False,
+) -> None:
+    """The items most similar to an item by the model's item vectors (cosine)."""
+    from nextaction.predictor import Predictor
+
+    p = Predictor.load(model_dir)
+    items = p.similar(item, k=k)
+    if json_:
+        _print_json({"item_id": item, "items": [{"item_id": i, "similarity": s} for i, s in items]})
+        return
+    titles = p.titles
+    table = Table("rank", "item_id", "title", "cosine", title=f"items similar to {titles.get(item, item)}")
+    for r, (i, s) in enumerate(items, 1):
+        table.add_row(str(r), i, titles.get(i, ""), f"{s:.3f}")
+    out.print(table)
+
+
 @items_app.command("add")
 def items_add(
     model_dir: Annotated[Path, typer.Argument(help="trained model directory (trained with --items)")],
@@ -364,6 +433,34 @@ def items_add(
             f"added {result['added']} items ({result['already_known']} already known) to {model_dir}"
             + (f"; {result['without_text']} without text" if result.get("without_text") else "")
         )
+
+
+# ---- serve -------------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
+    store: Annotated[str, typer.Option(help="event store URL")] = "sqlite:///events.db",
+    host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 exposes the service")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="worker processes (about one per core)")] = 1,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="key for write, delete and admin requests (default: $NEXTACTION_API_KEY, else made up)"
+        ),
+    ] = None,
+    seed: Annotated[
+        bool, typer.Option(help="copy the model's known events into an empty store, so its users are known")
+    ] = True,
+) -> None:
+    """Serve recommendations, behaviour probabilities and explanations over HTTP, with live events."""
+    from nextaction.server.app import ServeConfig
+    from nextaction.server.run import serve as run_server
+
+    config = ServeConfig(model_dir=str(model_dir), store=store, api_key=api_key, seed_store=seed)
+    run_server(config, host=host, port=port, workers=workers, announce=out.print)
 
 
 # ---- demo --------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """``nextaction demo``: the whole path on built-in synthetic data, in a few minutes on a laptop CPU.
 
 synthetic shop log → prepare (report) → train → full-ranking evaluation against the baselines →
-behaviour prediction metrics → recommendations and behaviour probabilities for a sample user.
+behaviour prediction metrics → recommendations for a sample user, the past events behind the top one, and
+behaviour probabilities.
 """
 
 from __future__ import annotations
@@ -82,11 +83,28 @@ def run_demo(out_dir: Path, *, n_events: int = 200_000, console: Console | None 
         + "; ".join(f"{e[BEHAVIOR]} {titles.get(e[ITEM_ID], e[ITEM_ID])}" for e in history[-5:])
     )
     recs = Table("rank", "item_id", "title", "score")
-    for r, (item, score) in enumerate(predictor.recommend(history, k=5), 1):
+    top5 = predictor.recommend(history, k=5)
+    for r, (item, score) in enumerate(top5, 1):
         recs.add_row(str(r), item, titles.get(item, ""), f"{score:.2f}")
     con.print(recs)
+
+    con.rule("6. why? the past events behind the top recommendation")
+    why = predictor.explain(history, top5[0][0], top=3)
+    con.print(why.sentence)
+    latest = {e[ITEM_ID]: e[BEHAVIOR] for e in history}  # each item's most recent behaviour
+    t = Table(
+        "item", "last action", "Δ score without its events", title="occlusion: each item removed in turn"
+    )
+    for item, value in why.item_contributions:
+        t.add_row(titles.get(item, item), latest.get(item, ""), f"{value:+.2f}")
+    con.print(t)
+    if why.similar_history_items:
+        con.print(
+            "similar (item embeddings) to: "
+            + ", ".join(f"{titles.get(i, i)} ({s:.2f})" for i, s in why.similar_history_items)
+        )
     if predictor.model.behavior is not None:
-        con.rule("6. how likely is each behaviour? (calibrated probabilities)")
+        con.rule("7. how likely is each behaviour? (calibrated probabilities)")
         seen = list(dict.fromkeys(e[ITEM_ID] for e in reversed(history)))[:3]
         candidates = list(dict.fromkeys([*seen, *(i for i, _ in predictor.recommend(history, k=3))]))
         probs = predictor.predict(history, candidates)

@@ -7,6 +7,7 @@
     p.score([{"item_id": "B001", "behavior": "view"}], ["B003", "B004"])
     p.predict(p.history("42", split="all"), ["B003", "B004"])   # {"B003": {"view": 0.9, "buy": 0.1}, …}
     p.recommend(p.history("42", split="all"), k=5, behavior="buy")  # items the user will buy next
+    p.explain(p.history("42"), "B003").sentence      # "Recommended because you viewed X and bought Y."
 
 A history is a list of events, oldest first: dicts with ``item_id`` and optional ``behavior`` and
 ``timestamp`` (epoch milliseconds), or bare item ids. Items the model has never seen are skipped (they carry
@@ -21,13 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 
+from nextaction import explain as ex
 from nextaction.batches import from_lists
 from nextaction.checkpoint import load_model
 from nextaction.data.dataset import PreparedDataset
 from nextaction.data.schema import BEHAVIOR, DEFAULT_BEHAVIOR, ITEM_ID, SPLIT_NAMES, TIMESTAMP
 from nextaction.errors import InputError
+from nextaction.explain import Explanation
 from nextaction.model import NextActionModel
 from nextaction.train import score_histories
 
@@ -50,6 +54,8 @@ class Predictor:
         self.last_unknown_items: list[str] = []
         self.calibration: dict[str, dict[str, float]] | None = config.get("calibration")
         self._item_stats: Any = None  # candidates.ItemStats, built on first behaviour prediction
+        self._popularity: torch.Tensor | None = None
+        self._titles: dict[str, str] | None = None  # item_id -> display title, built on first use
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Predictor:
@@ -85,7 +91,11 @@ class Predictor:
 
     def encode(self, history: Iterable[Event]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """History events -> (item_idx, behavior_idx, timestamp ms) arrays; unknown items are skipped."""
-        items, behaviors, times, unknown = [], [], [], []
+        return self._encode(history)[:3]
+
+    def _encode(self, history: Iterable[Event]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`encode` plus each kept event's position in ``history`` (explanations cite positions)."""
+        items, behaviors, times, unknown, positions = [], [], [], [], []
         default_b = self._behavior_idx.get(DEFAULT_BEHAVIOR, 1)
         for pos, ev in enumerate(history):
             if isinstance(ev, Mapping):
@@ -99,10 +109,16 @@ class Predictor:
                 unknown.append(item)
                 continue
             items.append(idx)
+            positions.append(pos)
             behaviors.append(self.behavior_index(beh) if beh is not None else default_b)
             times.append(self._millis(ts, pos) if ts is not None else pos * 1000)
         self.last_unknown = unknown
-        return (np.asarray(items, np.int64), np.asarray(behaviors, np.int64), np.asarray(times, np.int64))
+        return (
+            np.asarray(items, np.int64),
+            np.asarray(behaviors, np.int64),
+            np.asarray(times, np.int64),
+            np.asarray(positions, np.int64),
+        )
 
     @staticmethod
     def _millis(ts: Any, pos: int) -> int:
@@ -117,6 +133,24 @@ class Predictor:
         if self._user_idx is None:
             self._user_idx = self.data.user_index()
         return str(user_id) in self._user_idx
+
+    def popularity(self) -> torch.Tensor:
+        """(n_items + 1,) share of all known events per item; what an empty history is recommended."""
+        if self._popularity is None:
+            counts = np.bincount(np.asarray(self.data.seqs.items), minlength=len(self._item_ids))
+            self._popularity = torch.from_numpy(counts / max(1, counts.sum())).float()
+        return self._popularity
+
+    def knows_item(self, item_id: str | int) -> bool:
+        return str(item_id) in self._item_idx
+
+    def warm_up(self) -> None:
+        """Build the lazily made lookups now, so the first served request is not slow (and threads never
+        race to build them)."""
+        self.knows_user("")
+        self.popularity()
+        if self.model.behavior is not None:
+            self._require_head()
 
     def behavior_index(self, behavior: str) -> int:
         if behavior not in self._behavior_idx:
@@ -151,16 +185,37 @@ class Predictor:
         history = list(history)
         if behavior is not None:
             return self._recommend_for_behavior(history, k, behavior, bool(exclude_seen))
-        s = self.scores(history).clone()
-        s[0] = float("-inf")
+        return self.recommend_many([history], k, exclude_seen=exclude_seen)[0]
+
+    @torch.no_grad()
+    def recommend_many(
+        self, histories: Sequence[Iterable[Event]], k: int = 10, *, exclude_seen: bool | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """:meth:`recommend` for several histories in one forward pass (how the server batches requests).
+
+        Rows are right-padded to the longest; the causal mask keeps a row's scores independent of the
+        others' (up to float rounding in the last digits).
+        """
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        encoded = [self.encode(h) for h in histories]
+        known = [r for r, (items, _, _) in enumerate(encoded) if len(items)]
+        s = self.popularity().repeat(len(encoded), 1)  # (B, n_items + 1)
+        if known:
+            # nothing known about a user: a transformer state from no events carries no signal, so that row
+            # keeps the most popular items (share of all known events) rather than arbitrary ties
+            batch = from_lists(*(list(col) for col in zip(*(encoded[r] for r in known), strict=True)),
+                               self.model.cfg.max_len)  # fmt: skip
+            s[known] = score_histories(self.model, batch)
+        s[:, 0] = float("-inf")
         if self.exclude_seen if exclude_seen is None else exclude_seen:
-            seen, _, _ = self.encode(history)
-            s[torch.from_numpy(seen)] = float("-inf")
-        k = min(k, int(torch.isfinite(s).sum()))
-        top = torch.topk(s, k)
+            for r, (items, _, _) in enumerate(encoded):
+                s[r, torch.from_numpy(items)] = float("-inf")
+        k = min(k, int(torch.isfinite(s).sum(dim=1).min()))
+        top = torch.topk(s, k, dim=1)
         return [
-            (self._item_ids[i], float(v))
-            for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+            [(self._item_ids[i], float(v)) for v, i in zip(vals, idx, strict=True)]
+            for vals, idx in zip(top.values.tolist(), top.indices.tolist(), strict=True)
         ]
 
     def score(self, history: Iterable[Event], item_ids: Sequence[str | int]) -> list[float]:
@@ -254,3 +309,112 @@ class Predictor:
         return [
             (self._item_ids[i], float(p)) for p, i in zip(probs.tolist(), top.indices.tolist(), strict=True)
         ]
+
+    # ---- explanations -------------------------------------------------------------------------------
+
+    @property
+    def titles(self) -> dict[str, str]:
+        """item_id -> display title: the catalogue's ``title`` (or ``name``) column, else its first text
+        column; empty when it has none (explanations then name items by id). Assignable."""
+        if self._titles is None:
+            self._titles = item_titles(self.data.items)
+        return self._titles
+
+    @titles.setter
+    def titles(self, value: Mapping[str, str]) -> None:
+        self._titles = {str(k): str(v) for k, v in value.items()}
+
+    def _target(self, item_id: str | int) -> int:
+        idx = self._item_idx.get(str(item_id))
+        if idx is None:
+            raise InputError(
+                f"unknown item '{item_id}': the model knows {len(self._item_idx):,} items "
+                f"(ids like '{self._item_ids[1]}')"
+            )
+        return idx
+
+    @torch.no_grad()
+    def explain(
+        self,
+        history: Iterable[Event],
+        item_id: str | int,
+        *,
+        method: str = "occlusion",
+        behavior: str | None = None,
+        top: int | None = 5,
+    ) -> Explanation:
+        """Which events of ``history`` drove the item's score (or, with ``behavior``, its probability).
+
+        Returns an :class:`~nextaction.explain.Explanation`: ``contributions`` = ``(position, item_id,
+        behavior, value)`` sorted by value, largest first, the ``top`` first kept (None = every event);
+        ``item_contributions`` (all of an item's events at once); ``sentence``; ``similar_history_items``;
+        ``to_dict()``. ``method``: "occlusion" (value = score drop
+        when the event is removed; the default, faithful) or "rollout" (attention shares, next item only).
+        Any history works, not only stored users'; an empty one is explained by popularity.
+        """
+        if method not in ex.METHODS:
+            raise InputError(f"method must be one of {', '.join(ex.METHODS)}; got '{method}'")
+        if top is not None and top < 1:
+            raise InputError(f"top must be at least 1 (or None for every event), got {top}")
+        target = self._target(item_id)
+        history = list(history)
+        items, behaviors, times, positions = self._encode(history)
+        unknown = list(self.last_unknown)
+        max_len = self.model.cfg.max_len
+        if behavior is None:
+            score_fn = ex.next_item_scorer(self.model, target)
+        else:
+            if method == "rollout":
+                raise InputError(
+                    "rollout explains the user state, not a behaviour; use method 'occlusion' for behaviours"
+                )
+            stats = self._require_head()
+            b = self.behavior_index(behavior)
+            score_fn = ex.behavior_scorer(
+                self.model, target, b - 1, stats.features(np.array([target]), np.inf)[0], self._probs
+            )
+        item_values = None  # rollout: the sum of each item's event shares
+        if method == "occlusion":
+            score, values, by_item = ex.occlusion(score_fn, items, behaviors, times, max_len)
+            item_values = {self._item_ids[i]: v for i, v in by_item.items()}
+        else:
+            score = float(score_fn(ex.window_batch(items, behaviors, times, max_len))[0])
+            values = ex.rollout(self.model, items, behaviors, times)
+        others = np.array([i for i in dict.fromkeys(items.tolist()) if i != target], dtype=np.int64)
+        sims = ex.cosine_to(self.model, target, others)
+        best = ex.rank_events(sims)[:3]  # ties: the more recently first-seen item
+        return ex.assemble(
+            item_id=self._item_ids[target],
+            target=ex.NEXT_ITEM if behavior is None else behavior,
+            method=method,
+            score=score,
+            values=values,
+            positions=positions,
+            event_items=[self._item_ids[i] for i in items.tolist()],
+            event_behaviors=[self.data.behaviors[b] for b in behaviors.tolist()],
+            top=top,
+            titles=self.titles,
+            similar_history_items=[(self._item_ids[int(others[i])], float(sims[i])) for i in best],
+            unknown_items=unknown,
+            item_values=item_values,
+        )
+
+    def similar(self, item_id: str | int, k: int = 10) -> list[tuple[str, float]]:
+        """The ``k`` items most similar to ``item_id`` by the model's item vectors: (item_id, cosine)."""
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        return [(self._item_ids[i], s) for i, s in ex.similar_items(self.model, self._target(item_id), k)]
+
+
+def item_titles(items: pl.DataFrame) -> dict[str, str]:
+    """item_id -> title from the item table: a ``title`` or ``name`` column, else the first text column."""
+    from nextaction.text import text_columns
+
+    columns = [c for c in ("title", "name") if c in items.columns] or text_columns(items)
+    if not columns:
+        return {}
+    values = items[columns[0]]
+    if isinstance(values.dtype, pl.List):
+        values = values.list.join(", ")
+    titles = values.cast(pl.Utf8).str.strip_chars()
+    return {str(i): t for i, t in zip(items[ITEM_ID].to_list(), titles.to_list(), strict=True) if t}
