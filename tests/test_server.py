@@ -299,3 +299,14 @@ def test_acknowledged_events_survive_a_killed_server(model_dir: Path, tmp_path: 
         assert r["stored"] == 0 and r["duplicates"] == [0]
     finally:
         server.stop()
+
+
+def test_serve_command_bad_input_is_one_line_exit_2(model_dir: Path, tmp_path: Path, capsys) -> None:
+    from test_cli import run
+
+    code, _, err = run(["serve", str(tmp_path / "no-model"), "--api-key", "k"], capsys)
+    assert code == 2 and "not a trained model directory" in err and "Traceback" not in err
+    code, _, err = run(["serve", str(model_dir), "--store", "postgresql://db/x", "--api-key", "k"], capsys)
+    assert code == 2 and "unsupported store 'postgresql'" in err
+    code, _, err = run(["serve", str(model_dir), "--workers", "0", "--api-key", "k"], capsys)
+    assert code == 2 and "--workers" in err

@@ -472,11 +472,21 @@ def demo(
         "runs/demo"
     ),
     events: Annotated[int, typer.Option(help="synthetic events to generate")] = 200_000,
+    serve_: Annotated[
+        bool, typer.Option("--serve", help="then serve the demo model on http://127.0.0.1:8000/")
+    ] = False,
+    port: Annotated[int, typer.Option(help="port for --serve")] = 8000,
 ) -> None:
     """Generate a synthetic shop log, prepare it, train, evaluate against baselines, recommend."""
     from nextaction.demo import run_demo
 
     run_demo(out_dir, n_events=events, console=out)
+    if serve_:
+        from nextaction.server.app import ServeConfig
+        from nextaction.server.run import serve as run_server
+
+        store = f"sqlite:///{out_dir / 'events.db'}"
+        run_server(ServeConfig(model_dir=str(out_dir / "model"), store=store), port=port, announce=out.print)
 
 
 def main() -> None:

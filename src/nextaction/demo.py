@@ -124,4 +124,8 @@ def run_demo(out_dir: Path, *, n_events: int = 200_000, console: Console | None 
             f"items user {user} will most likely {buy} next: " + ", ".join(f"{i} ({p:.2f})" for i, p in top)
         )
     con.print(f"[green]demo finished in {time.perf_counter() - t0:.0f}s[/green]; files in {out_dir}")
+    con.print(
+        f"serve it: [bold]nextaction serve {model_dir}[/bold] (or `nextaction demo --serve`), then open "
+        "http://127.0.0.1:8000/ to look up a user, post an event and watch the recommendations change"
+    )
     return result

@@ -78,6 +78,15 @@ def histories_of(seqs: Sequences, ex: EvalExamples, idx: np.ndarray) -> tuple[li
     return items, behaviors
 
 
+EVAL_SCORE_BUDGET = 2**26  # float32 scores held at once (256 MB): bounds memory for big catalogues
+
+
+def catalogue_chunk(chunk: int, n_items: int) -> int:
+    """Users scored together: at most ``chunk``, and few enough that users × catalogue fits the budget
+    (a 1M-item catalogue is scored 64 users at a time)."""
+    return max(1, min(chunk, EVAL_SCORE_BUDGET // (n_items + 1)))
+
+
 def chunks(n: int, chunk: int) -> list[np.ndarray]:
     """Contiguous groups of example indices."""
     return [np.arange(s, min(s + chunk, n)) for s in range(0, n, chunk)]
@@ -152,9 +161,8 @@ def evaluate_scorer(
         return torch.as_tensor(scorer.score(items, behaviors=behaviors))
 
     t0 = time.perf_counter()
-    ranks, tops = rank_targets(
-        score_rows, seqs, ex, exclude_seen=exclude_seen, groups=chunks(len(ex), chunk), k_top=max(ks)
-    )
+    groups = chunks(len(ex), catalogue_chunk(chunk, data.n_items))
+    ranks, tops = rank_targets(score_rows, seqs, ex, exclude_seen=exclude_seen, groups=groups, k_top=max(ks))
     seconds = time.perf_counter() - t0
     metrics = ranking_metrics(ranks, ks=ks)
     metrics["coverage@10"] = coverage(tops[:, :10], data.n_items)

@@ -55,6 +55,7 @@ class Predictor:
         self.calibration: dict[str, dict[str, float]] | None = config.get("calibration")
         self._item_stats: Any = None  # candidates.ItemStats, built on first behaviour prediction
         self._popularity: torch.Tensor | None = None
+        self._index: Any = None  # retrieval.ExactIndex / FaissIndex once use_index() is called
         self._titles: dict[str, str] | None = None  # item_id -> display title, built on first use
 
     @classmethod
@@ -200,6 +201,8 @@ class Predictor:
             raise InputError(f"k must be at least 1, got {k}")
         encoded = [self.encode(h) for h in histories]
         known = [r for r, (items, _, _) in enumerate(encoded) if len(items)]
+        if self._index is not None:
+            return self._recommend_indexed(encoded, known, k, exclude_seen)
         s = self.popularity().repeat(len(encoded), 1)  # (B, n_items + 1)
         if known:
             # nothing known about a user: a transformer state from no events carries no signal, so that row
@@ -217,6 +220,47 @@ class Predictor:
             [(self._item_ids[i], float(v)) for v, i in zip(vals, idx, strict=True)]
             for vals, idx in zip(top.values.tolist(), top.indices.tolist(), strict=True)
         ]
+
+    def use_index(self, kind: str = "exact", **options: Any) -> None:
+        """Answer :meth:`recommend` (next item) from a top-k index instead of scoring the whole catalogue:
+        "exact" (chunked, same results, bounded memory), "faiss" (approximate HNSW; the ``ann`` extra),
+        or "none" to go back. ``options`` go to the index (e.g. ``ef_search=128``)."""
+        from nextaction.retrieval import ExactIndex, FaissIndex
+
+        vectors = self.model.output_embeddings().detach()
+        if kind == "none":
+            self._index = None
+        elif kind == "exact":
+            self._index = ExactIndex(vectors, **options)
+        elif kind == "faiss":
+            self._index = FaissIndex(vectors, **options)
+        else:
+            raise InputError(f"index must be exact, faiss or none; got '{kind}'")
+
+    def _recommend_indexed(
+        self, encoded: list[tuple[np.ndarray, ...]], known: list[int], k: int, exclude_seen: bool | None
+    ) -> list[list[tuple[str, float]]]:
+        exclude = self.exclude_seen if exclude_seen is None else exclude_seen
+        out: list[list[tuple[str, float]]] = []
+        pop = torch.topk(self.popularity()[1:], min(k, len(self._item_ids) - 1))
+        popular = [
+            (self._item_ids[i + 1], float(v))
+            for v, i in zip(pop.values.tolist(), pop.indices.tolist(), strict=True)
+        ]
+        rows: dict[int, list[tuple[str, float]]] = {}
+        if known:
+            batch = from_lists(*(list(col) for col in zip(*(encoded[r] for r in known), strict=True)),
+                               self.model.cfg.max_len)  # fmt: skip
+            states = self.model.output_states(
+                self.model.last_state(batch.items, batch.behaviors, batch.timestamps)
+            )
+            barred = [np.asarray(encoded[r][0], np.int64) for r in known] if exclude else None
+            hits = self._index.search(states, k, exclude=barred)
+            for r, vals, idx in zip(known, hits.scores.tolist(), hits.items.tolist(), strict=True):
+                rows[r] = [(self._item_ids[i], float(v)) for v, i in zip(vals, idx, strict=True) if i > 0]
+        for r in range(len(encoded)):
+            out.append(rows.get(r, popular))
+        return out
 
     def score(self, history: Iterable[Event], item_ids: Sequence[str | int]) -> list[float]:
         """Scores of the given items as the next event (higher = more likely); unknown items get -inf."""
