@@ -83,6 +83,18 @@ def all_triples(p: Predictor, history: list[dict], item: int) -> tuple[list[tupl
     return triples, s[0] - s[1:]
 
 
+def sampled_triples(
+    p: Predictor, history: list[dict], item: int, rng: np.random.Generator, n: int = 64
+) -> np.ndarray:
+    """The item's score drop for ``n`` random 3-event removals (one batched pass): the expected random drop."""
+    triples = [rng.choice(len(history), size=3, replace=False) for _ in range(n)]
+    kept = [history, *([e for i, e in enumerate(history) if i not in set(t.tolist())] for t in triples)]
+    encoded = [p.encode(h) for h in kept]
+    batch = from_lists(*(list(a) for a in zip(*encoded, strict=True)), p.model.cfg.max_len)
+    s = ex.next_item_scorer(p.model, item)(batch)
+    return s[0] - s[1:]
+
+
 def faithfulness(p: Predictor, n_users: int, *, seed: int = 0, exact_upto: int = 12) -> dict:
     """Deletion test on Beauty test users: top-3 by occlusion / rollout vs 3 random events.
 
@@ -117,6 +129,11 @@ def faithfulness(p: Predictor, n_users: int, *, seed: int = 0, exact_upto: int =
             for name, chosen in top3.items():
                 row[f"exact_{name}"] = float(np.mean(drops[triples.index(tuple(sorted(chosen)))] > drops))
             row["exact_ceiling"] = float(np.mean(drops.max() > drops))
+        else:
+            drops = sampled_triples(p, history, idx, rng)
+        # the expected effect of removing 3 random events (exact mean over all triples, or 64 sampled)
+        for name in top3:
+            row[f"beats_mean_{name}"] = row[f"drop_{name}"] > float(np.mean(drops))
         rows.append(row)
         if len(rows) == n_users:
             break
@@ -131,6 +148,7 @@ def faithfulness(p: Predictor, n_users: int, *, seed: int = 0, exact_upto: int =
                 "beats_random": float(beats.mean()),
                 "same_set": float(sub[f"same_{name}"].mean()),
                 "beats_random_differ": float((beats & differ).sum() / max(1, differ.sum())),
+                "beats_mean_random": float(sub[f"beats_mean_{name}"].mean()),
                 "median_drop": float(sub[f"drop_{name}"].median()),
                 "median_rank_drop": float(sub[f"rankdrop_{name}"].median()),
             }
@@ -190,23 +208,31 @@ def markdown(lat: dict, faith: dict, sentence: str, threads_note: str) -> str:
         "attention rollout) and, separately, 3 events drawn uniformly at random (same seed stream); "
         "*beats random* = the share of users for whom the item's score falls more without the top-3 than "
         "without the random 3 (strictly; when the random draw is the top-3 set itself, the two tie and the "
-        "user counts as a failure: *same set* gives how often). Rank = the item's rank over the whole "
+        "user counts as a failure: *same set* gives how often). *Beats the mean random removal*: the top-3 "
+        "removal lowers the score more than removing 3 random events does on average (the exact mean over "
+        "every 3-subset for histories of ≤ 12 events, else over 64 random 3-subsets), which removes the "
+        "luck of a single draw. Rank = the item's rank over the whole "
         "catalogue, seen items excluded as in `recommend`, 1 before any removal; rank drop = rank after − rank before.",
         "",
         "| users | attribution | beats random | same set as random | beats random, sets differ | "
+        "beats the mean random removal | "
         "median score drop | median rank drop | random: median score drop | random: median rank drop | "
-        "target |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "target (≥ 90%) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for label, g in faith["groups"].items():
         for name in ("occlusion", "rollout"):
             r = g[name]
             target = ""
             if name == "occlusion" and label.startswith("all"):
-                target = "≥ 90%: " + ("met" if r["beats_random"] >= 0.9 else "missed")
+                target = (
+                    f"one draw: {'met' if r['beats_random'] >= 0.9 else 'missed'}; "
+                    f"mean: {'met' if r['beats_mean_random'] >= 0.9 else 'missed'}"
+                )
             lines.append(
                 f"| {label}: {g['users']} (median {g['median_events']:.0f} events) | {name} | "
                 f"{r['beats_random']:.1%} | {r['same_set']:.1%} | {r['beats_random_differ']:.1%} | "
+                f"{r['beats_mean_random']:.1%} | "
                 f"{r['median_drop']:.2f} | {r['median_rank_drop']:.0f} | {g['random']['median_drop']:.2f} | "
                 f"{g['random']['median_rank_drop']:.0f} | {target} |"
             )

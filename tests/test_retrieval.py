@@ -89,3 +89,29 @@ def test_evaluation_does_not_depend_on_catalogue_chunking(model_dir, monkeypatch
     assert evaluate.catalogue_chunk(2048, 40) == 3
     ranks_small, _ = evaluate_model(p.model, p.data.seqs, split=TEST, exclude_seen=True)
     assert np.array_equal(ranks_full, ranks_small)
+
+
+def test_evaluating_a_user_sample_is_a_fixed_subset_of_the_full_evaluation(model_dir) -> None:
+    from nextaction.evaluate import eval_examples
+
+    p = Predictor.load(model_dir)
+    ex = eval_examples(p.data.seqs, split=TEST)
+    sub = ex.sample(10, seed=0)
+    assert len(sub) == 10 and np.array_equal(sub.user_idx, ex.sample(10, seed=0).user_idx)
+    assert np.all(np.diff(sub.user_idx) > 0) and set(sub.user_idx) <= set(ex.user_idx)
+    assert ex.sample(0) is ex and ex.sample(10_000) is ex
+    full, _ = evaluate_model(p.model, p.data.seqs, split=TEST, exclude_seen=True)
+    part, _ = evaluate_model(p.model, p.data.seqs, split=TEST, exclude_seen=True, max_users=10)
+    rows = np.searchsorted(ex.user_idx, sub.user_idx)
+    assert np.array_equal(part, full[rows])
+
+
+def test_cli_evaluate_users_records_the_sample(model_dir, capsys) -> None:
+    import json
+
+    from test_cli import run
+
+    code, out, _ = run(["evaluate", str(model_dir), "--users", "7", "--json"], capsys)
+    assert code == 0
+    proto = json.loads(out)["protocol"]
+    assert proto["users_evaluated"] == 7 and proto["users_sampled_from"] == 30

@@ -150,6 +150,8 @@ class ModelBehaviorScorer:
         out = np.zeros((len(cands.items), cands.n_behaviors), dtype=np.float32)
         for rows in chunks(len(cands), self.chunk):
             batch = history_batch(seqs, cands.hist_start[rows], cands.hist_end[rows], model.cfg.max_len)
+            dev = model.item_emb.weight.device
+            batch = Batch(*(t.to(dev) for t in (batch.items, batch.behaviors, batch.timestamps)))
             h = model(batch.items, batch.behaviors, batch.timestamps)
             upto = (batch.mask.sum(dim=1) - 1)[:, None]  # (C, 1)
             items, valid = cands.padded(rows)
@@ -157,10 +159,10 @@ class ModelBehaviorScorer:
             logits = np.zeros((*items.shape, cands.n_behaviors), dtype=np.float32)
             for a in range(0, items.shape[1], self.col_chunk):
                 part = items[:, a : a + self.col_chunk]
-                cand = torch.from_numpy(part)[:, None, :]
-                feats = torch.from_numpy(stats.features(part, t_query))[:, None]
+                cand = torch.from_numpy(part)[:, None, :].to(dev)
+                feats = torch.from_numpy(stats.features(part, t_query))[:, None].to(dev)
                 z = model.behavior_logits(h, batch.items, batch.behaviors, cand, upto, feats)  # (C, 1, n, NB)
-                logits[:, a : a + self.col_chunk] = z[:, 0].float().numpy()
+                logits[:, a : a + self.col_chunk] = z[:, 0].float().cpu().numpy()
             out[cands.offsets[rows[0]] : cands.offsets[rows[-1] + 1]] = logits[valid]
         return out
 

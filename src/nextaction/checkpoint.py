@@ -38,7 +38,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)  # CUDA weights too
     os.replace(tmp, path)
 
 

@@ -207,6 +207,7 @@ def train(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from nextaction.distributed import is_main
     from nextaction.workflow import train_model
 
     with Progress(
@@ -217,6 +218,7 @@ def train(
         TimeRemainingColumn(),
         console=err,
         transient=True,
+        disable=not is_main(),  # under torchrun only rank 0 reports
     ) as bar:
         task = bar.add_task("train", total=1, epoch=1, loss=0.0, eps=0.0)
         state = {"epoch": 1}
@@ -247,6 +249,8 @@ def train(
             on_epoch=on_epoch,
             progress=on_step,
         )
+    if not is_main():
+        return
     if json_:
         _print_json(result)
     else:
@@ -276,12 +280,17 @@ def evaluate(
     split: Annotated[str, typer.Option(help="test or valid")] = "test",
     baselines: Annotated[bool, typer.Option(help="also evaluate the baselines with the same code")] = False,
     exclude_seen: Annotated[bool | None, typer.Option(help="override the model's default")] = None,
+    users: Annotated[
+        int, typer.Option(help="evaluate a fixed random sample of this many users (0 = all), for huge logs")
+    ] = 0,
     json_: JsonOpt = False,
 ) -> None:
     """Full-ranking evaluation (HR, NDCG, MRR, Recall @5/10/20, coverage) with the protocol recorded."""
     from nextaction.workflow import evaluate_dir
 
-    result = evaluate_dir(model_dir, split=split, baselines=baselines, exclude_seen=exclude_seen)
+    result = evaluate_dir(
+        model_dir, split=split, baselines=baselines, exclude_seen=exclude_seen, max_users=users
+    )
     if json_:
         _print_json(result)
     else:

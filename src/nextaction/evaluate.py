@@ -49,6 +49,16 @@ class EvalExamples:
     def __len__(self) -> int:
         return len(self.user_idx)
 
+    def sample(self, n: int, *, seed: int = 0) -> EvalExamples:
+        """A fixed random subset of ``n`` users, in user order (all of them when n is 0 or ≥ the count):
+        how a log of millions of users is evaluated on a budget, reproducibly."""
+        if not n or n >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        return EvalExamples(
+            self.user_idx[keep], self.hist_start[keep], self.hist_end[keep], self.target[keep]
+        )
+
 
 def eval_examples(
     seqs: Sequences, *, split: int = TEST, target_behavior: int | None = None, min_history: int = 1
@@ -151,10 +161,12 @@ def evaluate_scorer(
     chunk: int = 1024,
     ks: tuple[int, ...] = KS,
     seed: int | None = None,
+    max_users: int = 0,
 ) -> dict[str, Any]:
-    """Evaluate any :class:`Scorer` with the full-ranking protocol; returns metrics and protocol."""
+    """Evaluate any :class:`Scorer` with the full-ranking protocol; returns metrics and protocol.
+    ``max_users`` > 0: the same fixed user sample as the model's evaluation (``EvalExamples.sample``)."""
     seqs = data.seqs
-    ex = eval_examples(seqs, split=split, target_behavior=target_behavior)
+    ex = eval_examples(seqs, split=split, target_behavior=target_behavior).sample(max_users)
 
     def score_rows(rows: np.ndarray) -> torch.Tensor:
         items, behaviors = histories_of(seqs, ex, rows)
@@ -189,8 +201,10 @@ def protocol(
     target_behavior: int | None,
     n_users: int,
     seed: int | None,
+    sampled_from: int | None = None,
 ) -> dict[str, Any]:
     split_info = data.report.get("split", {})
+    sample = {"users_sampled_from": sampled_from, "sample_seed": 0} if sampled_from else {}
     return {
         "split": SPLIT_NAMES[split],
         "split_kind": split_info.get("kind", "unknown") if isinstance(split_info, dict) else str(split_info),
@@ -200,6 +214,7 @@ def protocol(
         "exclude_seen": exclude_seen,
         "ties": "pessimistic",
         "users_evaluated": n_users,
+        **sample,
         "seed": seed,
         "dataset_fingerprint": fingerprint(data),
     }

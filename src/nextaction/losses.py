@@ -52,8 +52,8 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         h = F.pad(states.detach(), (0, 0, 0, pad)).to(matmul_dtype)  # (P + pad, D)
         y = F.pad(targets, (0, pad), value=1)  # padded rows score item 1; their weight is 0 below
         e = item_emb.detach().to(matmul_dtype)
-        lse = torch.empty(P + pad, dtype=torch.float32)
-        target_logit = torch.empty(P + pad, dtype=torch.float32)
+        lse = torch.empty(P + pad, dtype=torch.float32, device=h.device)
+        target_logit = torch.empty(P + pad, dtype=torch.float32, device=h.device)
         for s in range(0, P + pad, chunk):
             logits = (h[s : s + chunk] @ e.T).float()  # (C, I)
             logits[:, 0] = float("-inf")
@@ -73,17 +73,17 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         h, e, y, lse = ctx.saved_tensors
         chunk, P = ctx.chunk, ctx.n_rows
-        weight = torch.zeros(h.shape[0], 1)
+        weight = torch.zeros(h.shape[0], 1, device=h.device)
         weight[:P] = grad.float() / P  # mean over real rows; padded rows contribute nothing
-        grad_h = torch.empty(h.shape, dtype=torch.float32)
-        grad_e = torch.zeros(e.shape, dtype=torch.float32)
+        grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device)
+        grad_e = torch.zeros(e.shape, dtype=torch.float32, device=e.device)
         for s in range(0, h.shape[0], chunk):
             hc = h[s : s + chunk]
             logits = (hc @ e.T).float()
             logits[:, 0] = float("-inf")
             # d loss / d logits = (softmax - onehot) * weight
             p = torch.exp_(logits.sub_(lse[s : s + chunk, None]))
-            p[torch.arange(len(hc)), y[s : s + chunk]] -= 1.0 - ctx.smoothing
+            p[torch.arange(len(hc), device=hc.device), y[s : s + chunk]] -= 1.0 - ctx.smoothing
             p = p.mul_(weight[s : s + chunk]).to(h.dtype)
             grad_h[s : s + chunk] = (p @ e).float()
             grad_e += (p.T @ hc).float()

@@ -312,7 +312,7 @@ class NextActionModel(nn.Module):
         """Draw which items hide their ID embedding in the next training step (same for inputs and outputs)."""
         if self.text_proj is None or self.cfg.fusion != "id+text" or not self.cfg.id_dropout:
             return
-        keep = torch.rand(self.cfg.n_items + 1, generator=gen) >= self.cfg.id_dropout
+        keep = (torch.rand(self.cfg.n_items + 1, generator=gen) >= self.cfg.id_dropout).to(self.has_id.device)
         self._id_mask = self.has_id * keep
 
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
@@ -364,7 +364,7 @@ class NextActionModel(nn.Module):
     def _relative_bias(self, L: int) -> torch.Tensor:
         """(H, L, L) additive attention bias: rel_bias[h, t - s] below the diagonal, -inf above it."""
         assert self.rel_bias is not None
-        pos = torch.arange(L)
+        pos = torch.arange(L, device=self.rel_bias.device)
         dist = pos[:, None] - pos[None, :]  # (L, L) query t minus key s
         bias = self.rel_bias[:, dist.clamp(min=0)]  # (H, L, L)
         return bias.masked_fill(dist < 0, float("-inf"))

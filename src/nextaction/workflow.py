@@ -75,15 +75,140 @@ def train_model(
     With an item table (``items``, or a ``[text]`` section, or ``model.fusion`` other than ``id``) item text
     is encoded and fused into the item representation (default fusion ``id+text``). ``holdout_items``
     removes the training events of that fraction of items for the cold-start protocol.
+
+    Under torchrun every process runs this (see distributed.py): rank 0 prepares the data, logs, and
+    writes ``out``; the other ranks read the prepared data from ``out`` (so with several nodes ``out`` must
+    be on a shared file system), train their shards quietly, and return rank 0's test result.
     """
+    from nextaction import distributed
     from nextaction.checkpoint import save_model
     from nextaction.model import ModelConfig
-    from nextaction.train import TrainConfig, default_exclude_seen, fit, resolve_precision
+    from nextaction.train import TrainConfig, default_exclude_seen, device_precision, fit
 
     out = Path(out)
     sections = load_sections(config_path, sets or [], sections=("model", "train", "prepare", "text"))
     train_cfg = build(TrainConfig, sections["train"], where="[train]")
-    data_dir = out / "data"
+    info = distributed.init_from_env()
+    main = info.is_main
+    if not main:
+        log, on_epoch, progress = _quiet, None, None
+    try:
+        data_dir = out / "data"
+        if main:
+            data = _training_data(
+                source,
+                data_dir,
+                sections=sections,
+                format=format,
+                mapping=mapping,
+                items=items,
+                resume=resume,
+                holdout_items=holdout_items,
+                seed=train_cfg.seed,
+                log=log,
+            )
+        distributed.barrier()  # rank 0 has saved the prepared data: the other ranks load that very data
+        if not main:
+            data = PreparedDataset.load(data_dir)
+        item_text, text_info = None, None
+        if items is not None or sections["text"] or sections["model"].get("fusion", "id") != "id":
+            from nextaction.itemtext import encode_catalogue
+            from nextaction.text import TextConfig
+
+            if not main:
+                distributed.barrier()  # let rank 0 encode first: the others then read its cache
+            log("encoding item text …")
+            # a Rich bar on stderr when the caller shows progress (the CLI): a cold cache takes a while
+            item_text, text_info = encode_catalogue(
+                data.items, TextConfig.from_dict(sections["text"]), progress=log is not _quiet
+            )
+            log(
+                f"item text: {text_info['model']} ({text_info['dim']}-d), {text_info['encoded']} encoded, "
+                f"{text_info['cached']} from cache, {text_info['without_text']} without text, "
+                f"{text_info['seconds']} s"
+            )
+            if main:
+                distributed.barrier()
+        model_cfg = build(
+            ModelConfig,
+            {
+                "n_items": data.n_items,
+                "n_behaviors": len(data.behaviors),
+                "text_dim": 0 if item_text is None else item_text.shape[1],
+                "fusion": "id" if item_text is None else "id+text",
+                # behaviour probabilities are the point of a multi-behaviour log; single-behaviour logs
+                # skip the head unless asked (it would only predict "interacts")
+                "behavior_head": len(data.behaviors) > 2,
+                **sections["model"],
+            },
+            where="[model]",
+        )
+        precision = device_precision(train_cfg.precision, info.device)
+        on_gpu = info.device.type == "cuda"
+        note = "fp32" if precision == "fp32" else "autocast" if on_gpu else "native bf16 matmuls on this CPU"
+        log(f"precision: {precision} ({note})")
+        if on_gpu or info.distributed:
+            ranks = (
+                f", {info.world_size} processes ({'NCCL' if on_gpu else 'gloo'})" if info.distributed else ""
+            )
+            log(f"device: {info.device}{ranks}")
+        model, state = fit(
+            data,
+            model_cfg,
+            train_cfg,
+            out_dir=out,
+            resume=resume,
+            on_epoch=on_epoch,
+            progress=progress,
+            item_text=item_text,
+            dist_info=info,
+        )
+        if main:
+            exclude_seen = (
+                default_exclude_seen(data) if train_cfg.exclude_seen is None else train_cfg.exclude_seen
+            )
+            calibration = calibrate_model(model, data) if model.behavior is not None else None
+            save_model(
+                out,
+                model,
+                train_cfg,
+                {
+                    "exclude_seen": exclude_seen,
+                    "precision": precision,
+                    "best_epoch": state.best_epoch,
+                    "epochs_run": state.epoch,
+                    "train_seconds": round(state.seconds, 1),
+                    "best_valid_score": state.best_ndcg,  # NDCG@10 (+ mean behaviour AUC with a head)
+                    "calibration": calibration,
+                    "text": text_info,
+                    "world_size": info.world_size,
+                },
+            )
+            plot_metrics(out)
+            result = evaluate_dir(out, split="test")
+            (out / "eval_test.json").write_text(json.dumps(result, indent=2))
+        distributed.barrier()  # rank 0 has written the model directory and its test result
+        if not main:
+            result = json.loads((out / "eval_test.json").read_text())
+        return result
+    finally:
+        distributed.shutdown()
+
+
+def _training_data(
+    source: str | Path,
+    data_dir: Path,
+    *,
+    sections: dict[str, dict[str, Any]],
+    format: str | None,
+    mapping: Mapping[str, str | None] | None,
+    items: str | Path | None,
+    resume: bool,
+    holdout_items: float | None,
+    seed: int,
+    log: Log,
+) -> PreparedDataset:
+    """The dataset to train on, prepared (or copied) into ``data_dir`` — the model directory's data/."""
     if resume and is_prepared_dir(data_dir):
         data = PreparedDataset.load(data_dir)
     elif is_prepared_dir(source):
@@ -114,73 +239,12 @@ def train_model(
     if holdout_items is not None and "holdout_items" not in data.report:
         from nextaction.itemtext import hold_out_items
 
-        data = hold_out_items(data, fraction=holdout_items, seed=train_cfg.seed)
+        data = hold_out_items(data, fraction=holdout_items, seed=seed)
         data.save(data_dir)
         data = PreparedDataset.load(data_dir)
         h = data.report["holdout_items"]
         log(f"held out {h['items']} items ({h['train_events_removed']} training events removed)")
-    item_text, text_info = None, None
-    if items is not None or sections["text"] or sections["model"].get("fusion", "id") != "id":
-        from nextaction.itemtext import encode_catalogue
-        from nextaction.text import TextConfig
-
-        log("encoding item text …")
-        # a Rich bar on stderr when the caller shows progress (the CLI): a cold cache takes a while
-        item_text, text_info = encode_catalogue(
-            data.items, TextConfig.from_dict(sections["text"]), progress=log is not _quiet
-        )
-        log(
-            f"item text: {text_info['model']} ({text_info['dim']}-d), {text_info['encoded']} encoded, "
-            f"{text_info['cached']} from cache, {text_info['without_text']} without text, "
-            f"{text_info['seconds']} s"
-        )
-    model_cfg = build(
-        ModelConfig,
-        {
-            "n_items": data.n_items,
-            "n_behaviors": len(data.behaviors),
-            "text_dim": 0 if item_text is None else item_text.shape[1],
-            "fusion": "id" if item_text is None else "id+text",
-            # behaviour probabilities are the point of a multi-behaviour log; single-behaviour logs skip
-            # the head unless asked (it would only predict "interacts")
-            "behavior_head": len(data.behaviors) > 2,
-            **sections["model"],
-        },
-        where="[model]",
-    )
-    precision = resolve_precision(train_cfg.precision)
-    log(f"precision: {precision} ({'native bf16 matmuls on this CPU' if precision == 'bf16' else 'fp32'})")
-    model, state = fit(
-        data,
-        model_cfg,
-        train_cfg,
-        out_dir=out,
-        resume=resume,
-        on_epoch=on_epoch,
-        progress=progress,
-        item_text=item_text,
-    )
-    exclude_seen = default_exclude_seen(data) if train_cfg.exclude_seen is None else train_cfg.exclude_seen
-    calibration = calibrate_model(model, data) if model.behavior is not None else None
-    save_model(
-        out,
-        model,
-        train_cfg,
-        {
-            "exclude_seen": exclude_seen,
-            "precision": precision,
-            "best_epoch": state.best_epoch,
-            "epochs_run": state.epoch,
-            "train_seconds": round(state.seconds, 1),
-            "best_valid_score": state.best_ndcg,  # NDCG@10 (+ mean behaviour AUC with a behaviour head)
-            "calibration": calibration,
-            "text": text_info,
-        },
-    )
-    plot_metrics(out)
-    result = evaluate_dir(out, split="test")
-    (out / "eval_test.json").write_text(json.dumps(result, indent=2))
-    return result
+    return data
 
 
 def calibrate_model(model: Any, data: PreparedDataset) -> dict[str, dict[str, float]] | None:
@@ -216,7 +280,12 @@ def evaluate_behaviors(model: Any, data: PreparedDataset, *, baselines: bool = F
 
 
 def evaluate_dir(
-    model_dir: str | Path, *, split: str = "test", baselines: bool = False, exclude_seen: bool | None = None
+    model_dir: str | Path,
+    *,
+    split: str = "test",
+    baselines: bool = False,
+    exclude_seen: bool | None = None,
+    max_users: int = 0,
 ) -> dict[str, Any]:
     """Full-ranking evaluation of a model directory (and optionally the baselines, with the same code).
 
@@ -226,7 +295,7 @@ def evaluate_dir(
     import time
 
     from nextaction.checkpoint import load_model
-    from nextaction.evaluate import evaluate_scorer, protocol
+    from nextaction.evaluate import eval_examples, evaluate_scorer, protocol
     from nextaction.metrics import coverage, ranking_metrics
     from nextaction.train import evaluate_model
 
@@ -237,18 +306,28 @@ def evaluate_dir(
     data = PreparedDataset.load(Path(model_dir) / "data")
     excl = bool(config.get("exclude_seen", True)) if exclude_seen is None else exclude_seen
     t0 = time.perf_counter()
-    ranks, tops = evaluate_model(model, data.seqs, split=code, exclude_seen=excl)
+    if max_users < 0:
+        raise InputError(f"--users must be positive (0 = all), got {max_users}")
+    ranks, tops = evaluate_model(model, data.seqs, split=code, exclude_seen=excl, max_users=max_users)
     seconds = time.perf_counter() - t0
+    n_all = len(eval_examples(data.seqs, split=code))
+    sampled = max_users and max_users < n_all
     metrics = ranking_metrics(ranks)
     metrics["coverage@10"] = coverage(tops[:, :10], data.n_items)
     seed = config.get("train", {}).get("seed")
     from nextaction.itemtext import cold_warm
 
-    split_metrics = cold_warm(data, code, ranks)
+    split_metrics = None if sampled else cold_warm(data, code, ranks)
     result: dict[str, Any] = {
         "metrics": metrics,
         "protocol": protocol(
-            data, split=code, exclude_seen=excl, target_behavior=None, n_users=len(ranks), seed=seed
+            data,
+            split=code,
+            exclude_seen=excl,
+            target_behavior=None,
+            n_users=len(ranks),
+            seed=seed,
+            sampled_from=n_all if sampled else None,
         ),
         "seconds": round(seconds, 3),
     }
@@ -257,7 +336,9 @@ def evaluate_dir(
         result.update(split_metrics)
     if baselines:
         result["baselines"] = {
-            b.name: evaluate_scorer(b.fit(data), data, split=code, exclude_seen=excl)["metrics"]
+            b.name: evaluate_scorer(b.fit(data), data, split=code, exclude_seen=excl, max_users=max_users)[
+                "metrics"
+            ]
             for b in default_baselines(data)
         }
     if model.behavior is not None and split == "test":
