@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install browser bench bench-data bench-behaviors bench-text bench-serve bench-explain ablate clean
+.PHONY: demo test lint install browser bench bench-data bench-behaviors bench-text bench-serve bench-explain bench-scale ablate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench-text: $(STAMP)
 bench-serve: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python bench/bench_serve.py
+
+# Large logs and catalogues (1M and 10M events), then 1 vs 2 DDP processes on Beauty (~40 min in all)
+bench-scale: $(STAMP)
+	$(BIN)/python bench/bench_scale.py
+	$(BIN)/python bench/bench_ddp.py
 
 bench-explain: $(STAMP)
 	$(BIN)/python bench/bench_explain.py

@@ -17,10 +17,11 @@ import json
 import os
 import statistics
 import sys
+from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_model import DATASETS, machine, run
+from bench_model import DATASETS, machine, run, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
@@ -71,7 +72,12 @@ def markdown(single: dict, ddp: dict, ratio: float) -> str:
         ("median validation (s)", "eval_s_median", "{:.2f}"),
     ]
     lines = [
-        f"Machine: {machine()}. Beauty, default settings, seed 42.",
+        "## Distributed training",
+        "",
+        f"- Command: `python bench/bench_ddp.py` (part of `make bench-scale`). Date: {date.today().isoformat()}. "
+        f"Machine: {machine()}. Beauty (S3-Rec split), default settings, seed 42; the same "
+        "`nextaction train` command, once as one process and once under "
+        "`torchrun --standalone --nproc-per-node 2` (gloo), checkpoint chosen on validation NDCG@10.",
         "",
         f"| | 1 process × {single['threads_per_process']} threads "
         f"| {ddp['processes']} processes × {ddp['threads_per_process']} thread (DDP, gloo) |",
@@ -93,7 +99,14 @@ def main() -> None:
     ap.add_argument("--nproc", type=int, default=2, help="processes of the DDP run")
     ap.add_argument("--threads", type=int, default=2, help="threads of the single run (DDP: 1 each)")
     ap.add_argument("--set", action="append", default=[], help="extra --set for both runs (smoke tests)")
+    ap.add_argument(
+        "--from-cache", action="store_true", help="only write the section from bench/.cache/ddp.json"
+    )
     args = ap.parse_args()
+    if args.from_cache:
+        r = json.loads((CACHE / "ddp.json").read_text())
+        write_section(markdown(r["single"], r["ddp"], r["ratio_valid_NDCG@10"]), "## Distributed training")
+        return
     single = train("single", 1, args.threads, args.set)
     ddp = train(f"ddp{args.nproc}", args.nproc, 1, args.set)
     ratio = ddp["best_valid_NDCG@10"] / single["best_valid_NDCG@10"]
@@ -106,7 +119,9 @@ def main() -> None:
     }
     CACHE.mkdir(parents=True, exist_ok=True)
     (CACHE / "ddp.json").write_text(json.dumps(result, indent=2))
-    print(markdown(single, ddp, ratio))
+    text = markdown(single, ddp, ratio)
+    print(text)
+    write_section(text, "## Distributed training")
 
 
 if __name__ == "__main__":

@@ -279,7 +279,7 @@ def main() -> None:
     torch.set_num_threads(1)
     omp = os.environ.get("OMP_NUM_THREADS")
     threads_note = (
-        f"Run with OMP_NUM_THREADS={omp} (another job shared the machine), so torch's default thread count "
+        f"Run with OMP_NUM_THREADS={omp}, so torch's default thread count "
         f"was {default_threads}; without it the table also has a row for all cores."
         if omp
         else f"torch's default: {default_threads} threads."

@@ -37,6 +37,23 @@ def test_chunked_exact_index_equals_a_full_topk() -> None:
     assert not (got.items == 0).any()  # padding is never returned
 
 
+@pytest.mark.parametrize("n_queries", [1, 4])
+def test_bf16_first_pass_still_gives_the_exact_answer(n_queries: int) -> None:
+    """The bf16 pass only shortlists; rescoring in fp32 must give the fp32 search's items and scores."""
+    g = torch.Generator().manual_seed(2)
+    centres = torch.randn(50, 32, generator=g)
+    # near-ties on purpose: many items close to the same centres, where bf16 rounding reorders scores
+    vectors = centres[torch.randint(50, (20_001,), generator=g)] + 0.01 * torch.randn(20_001, 32, generator=g)
+    queries = centres[:n_queries] + 0.01 * torch.randn(n_queries, 32, generator=g)
+    exclude = [np.arange(b, 300, 3) for b in range(n_queries)]
+    want = ExactIndex(vectors, bf16=False).search(queries, 20, exclude=exclude)
+    index = ExactIndex(vectors, bf16=True)
+    assert index.vectors_bf16 is not None
+    got = index.search(queries, 20, exclude=exclude)
+    assert torch.equal(got.items, want.items)
+    torch.testing.assert_close(got.scores, want.scores, rtol=1e-5, atol=1e-5)
+
+
 def test_faiss_index_recall_and_exact_scores() -> None:
     faiss_index = pytest.importorskip("nextaction.retrieval").FaissIndex
     pytest.importorskip("faiss")

@@ -8,7 +8,7 @@ from factories import cyclic_dataset
 from nextaction.batches import length_batches, training_sequences, training_windows
 from nextaction.data.schema import TEST, VALID
 from nextaction.metrics import ranking_metrics
-from nextaction.model import ModelConfig
+from nextaction.model import ModelConfig, NextActionModel
 from nextaction.train import TrainConfig, evaluate_model, fit, lr_at
 
 
@@ -115,3 +115,28 @@ def test_valid_split_evaluates_second_last():
 
     ex = eval_examples(data.seqs, split=VALID)
     assert len(ex) == 10 and ((ex.hist_end - ex.hist_start) == 4).all()
+
+
+def test_sparse_item_table_trains_learns_and_resumes_exactly(tmp_path):
+    """Sampled loss on a plain ID model: the item table gets sparse gradients and SparseAdam (auto)."""
+    from dataclasses import replace
+
+    from nextaction.train import Optimizers, make_optimizer, use_sparse_items
+
+    data = cyclic_dataset(n_users=30, n_items=20, length=8)
+    mc, tc = small_cfgs(data, epochs=4, patience=10)
+    tc = replace(tc, loss="sampled", n_negatives=8)
+    model = NextActionModel(mc)
+    assert use_sparse_items(model, tc, distributed=False)
+    assert not use_sparse_items(model, replace(tc, loss="full"), distributed=False)
+    assert not use_sparse_items(model, tc, distributed=True)
+    assert isinstance(make_optimizer(model, tc, sparse=True), Optimizers) and model.item_emb.sparse
+
+    full, _ = fit(data, mc, tc, out_dir=tmp_path / "full")
+    ranks, _ = evaluate_model(full, data.seqs, split=TEST, exclude_seen=True)
+    assert (ranks < 10).mean() > 0.5  # it learns the cycle
+    fit(data, mc, replace(tc, epochs=2), out_dir=tmp_path / "part")
+    resumed, st = fit(data, mc, tc, out_dir=tmp_path / "part", resume=True)
+    assert st.epoch == 4
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)

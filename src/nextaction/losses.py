@@ -125,8 +125,23 @@ def sampled_softmax(
     negatives: (S,) long item indices drawn from q; log_q: (I,) log sampling probability of every item.
     A negative that equals the row's target is masked out (it is not a negative for that row).
     """
-    pos = (states * item_emb[targets]).sum(-1, keepdim=True) - log_q[targets][:, None]  # (P, 1)
-    neg = states @ item_emb[negatives].T - log_q[negatives][None, :]  # (P, S)
+    return sampled_softmax_rows(states, item_emb[targets], item_emb[negatives], targets, negatives, log_q)
+
+
+def sampled_softmax_rows(
+    states: torch.Tensor,
+    target_rows: torch.Tensor,
+    negative_rows: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    log_q: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`sampled_softmax` given the looked-up item rows: target_rows (P, D), negative_rows (S, D).
+
+    Training passes rows from a sparse embedding lookup, so the item table's gradient touches only them.
+    """
+    pos = (states * target_rows).sum(-1, keepdim=True) - log_q[targets][:, None]  # (P, 1)
+    neg = states @ negative_rows.T - log_q[negatives][None, :]  # (P, S)
     neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
     logits = torch.cat([pos, neg], dim=1).float()
     return F.cross_entropy(logits, torch.zeros_like(targets))

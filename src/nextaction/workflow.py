@@ -185,7 +185,8 @@ def train_model(
                 },
             )
             plot_metrics(out)
-            result = evaluate_dir(out, split="test")
+            # the report after training follows train.valid_users (a sample on huge logs; `evaluate` does all)
+            result = evaluate_dir(out, split="test", max_users=train_cfg.valid_users)
             (out / "eval_test.json").write_text(json.dumps(result, indent=2))
         distributed.barrier()  # rank 0 has written the model directory and its test result
         if not main:
