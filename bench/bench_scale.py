@@ -163,7 +163,7 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
         "events (100k users) and 10M events (1M users), both drawn over a 1M-item catalogue (the items that "
         "occur form the model's catalogue: see the item counts below), written as CSV.",
         "- Stages, each a child process (wall time includes start-up; peak RSS from `wait4`): `prepare`; "
-        f"`train` one epoch with sampled softmax (256 shared negatives, logQ), batch {args.batch_size} "
+        f"`train` one epoch with sampled softmax (256 shared negatives, logQ; sparse item-table updates), batch {args.batch_size} "
         "sequences, behaviour head off, validation on 10k sampled users; `evaluate --users 10000` (full "
         "ranking over the whole catalogue, exclude_seen off as for multi-behaviour logs); retrieval of the "
         "top-10 for one user at a time over the catalogue (300 users' real states; exact = one bf16 pass over the catalogue, then fp32 rescoring of every item that could be in the top-10, "

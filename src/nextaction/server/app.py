@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
-from nextaction.data.schema import BEHAVIOR, ITEM_ID, TIMESTAMP
+from nextaction.data.schema import ITEM_ID
 from nextaction.errors import InputError
 from nextaction.predictor import Predictor
 from nextaction.server.store import NewEvent, SQLiteEventStore, open_store, seed_from_model
@@ -484,4 +484,4 @@ def _plain(err: dict[str, Any]) -> dict[str, Any]:
     return {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
 
 
-__all__ = ["BEHAVIOR", "TIMESTAMP", "ServeConfig", "create_app", "create_app_from_env", "new_api_key"]
+__all__ = ["ServeConfig", "create_app", "create_app_from_env", "new_api_key"]

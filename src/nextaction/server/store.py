@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from nextaction.data.schema import BEHAVIOR, ITEM_ID, TIMESTAMP, USER_ID
+from nextaction.data.schema import BEHAVIOR, ITEM_ID, TIMESTAMP
 from nextaction.errors import InputError
 
 EVENT_ID = "event_id"
@@ -230,12 +230,11 @@ def seed_from_model(store: SQLiteEventStore, data: Any) -> int:
     So the users of the training log are known to the service from the start; from then on the store, not
     the model directory, is the source of histories (and ``DELETE /users/…`` erases a user there).
     """
-    from nextaction.data.schema import ITEM_ID as ITEM_COL
-    from nextaction.data.schema import USER_ID as USER_COL
+    from nextaction.data.schema import USER_ID
 
     seqs = data.seqs
-    user_ids = data.users[USER_COL].to_list()
-    item_ids = ["", *data.items[ITEM_COL].to_list()]
+    user_ids = data.users[USER_ID].to_list()
+    item_ids = ["", *data.items[ITEM_ID].to_list()]
     behaviors = list(data.behaviors)
     offsets = seqs.offsets.tolist()
     items = seqs.items.tolist()
@@ -251,11 +250,7 @@ def seed_from_model(store: SQLiteEventStore, data: Any) -> int:
 
 
 __all__ = [
-    "BEHAVIOR",
     "EVENT_ID",
-    "ITEM_ID",
-    "TIMESTAMP",
-    "USER_ID",
     "AddResult",
     "EventStore",
     "NewEvent",
