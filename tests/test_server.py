@@ -310,3 +310,39 @@ def test_serve_command_bad_input_is_one_line_exit_2(model_dir: Path, tmp_path: P
     assert code == 2 and "unsupported store 'postgresql'" in err
     code, _, err = run(["serve", str(model_dir), "--workers", "0", "--api-key", "k"], capsys)
     assert code == 2 and "--workers" in err
+
+
+def test_two_workers_share_reloads_and_metrics_and_drop_no_request(model_dir: Path, tmp_path: Path) -> None:
+    """`--workers 2`: a reload reaches both workers, no request fails meanwhile, /metrics sums workers."""
+    server = Server(model_dir, tmp_path / "events.db", workers=2)
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            while not stop.is_set():
+                statuses.append(http.get("/users/u1/recommendations").status_code)
+
+    try:
+        threads = [threading.Thread(target=load) for _ in range(2)]
+        for t in threads:
+            t.start()
+        r = httpx.post(server.url + "/admin/reload", headers=AUTH, timeout=30)
+        assert r.status_code == 200 and r.json()["generation"] == 1
+        threading.Event().wait(1.5)  # the other worker looks for a reload at most once a second
+        stop.set()
+        for t in threads:
+            t.join()
+        assert statuses and set(statuses) == {200}
+        gens = {httpx.get(server.url + "/healthz").json()["model_generation"] for _ in range(20)}
+        assert gens == {1}
+        text = httpx.get(server.url + "/metrics").text
+        line = next(
+            x
+            for x in text.splitlines()
+            if x.startswith('nextaction_requests_total{method="GET",route="/users/{user_id}/rec')
+        )
+        assert float(line.split()[-1]) == len(statuses)
+    finally:
+        stop.set()
+        server.stop()
