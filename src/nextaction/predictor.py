@@ -26,7 +26,7 @@ import polars as pl
 import torch
 
 from nextaction import explain as ex
-from nextaction.batches import from_lists
+from nextaction.batches import Batch, from_lists
 from nextaction.checkpoint import load_model
 from nextaction.data.dataset import PreparedDataset
 from nextaction.data.schema import BEHAVIOR, DEFAULT_BEHAVIOR, ITEM_ID, SPLIT_NAMES, TIMESTAMP
@@ -207,9 +207,7 @@ class Predictor:
         if known:
             # nothing known about a user: a transformer state from no events carries no signal, so that row
             # keeps the most popular items (share of all known events) rather than arbitrary ties
-            batch = from_lists(*(list(col) for col in zip(*(encoded[r] for r in known), strict=True)),
-                               self.model.cfg.max_len)  # fmt: skip
-            s[known] = score_histories(self.model, batch)
+            s[known] = score_histories(self.model, self._batch(encoded, known))
         s[:, 0] = float("-inf")
         if self.exclude_seen if exclude_seen is None else exclude_seen:
             for r, (items, _, _) in enumerate(encoded):
@@ -220,6 +218,11 @@ class Predictor:
             [(self._item_ids[i], float(v)) for v, i in zip(vals, idx, strict=True)]
             for vals, idx in zip(top.values.tolist(), top.indices.tolist(), strict=True)
         ]
+
+    def _batch(self, encoded: Sequence[tuple[np.ndarray, ...]], rows: list[int]) -> Batch:
+        """The padded batch of the encoded histories ``rows`` (each cut to the model's max_len)."""
+        items, behaviors, times = (list(col) for col in zip(*(encoded[r][:3] for r in rows), strict=True))
+        return from_lists(items, behaviors, times, self.model.cfg.max_len)
 
     def use_index(self, kind: str = "exact", **options: Any) -> None:
         """Answer :meth:`recommend` (next item) from a top-k index instead of scoring the whole catalogue:
@@ -249,8 +252,7 @@ class Predictor:
         ]
         rows: dict[int, list[tuple[str, float]]] = {}
         if known:
-            batch = from_lists(*(list(col) for col in zip(*(encoded[r] for r in known), strict=True)),
-                               self.model.cfg.max_len)  # fmt: skip
+            batch = self._batch(encoded, known)
             states = self.model.output_states(
                 self.model.last_state(batch.items, batch.behaviors, batch.timestamps)
             )

@@ -191,10 +191,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     torch.set_num_threads(1)
 
     store = open_store(config.store)
-    if config.seed_store and store.get_meta("seeded_from") is None:
-        holder_data = Predictor.load(config.model_dir).data
-        seed_from_model(store, holder_data)
-        store.set_meta("seeded_from", str(Path(config.model_dir).resolve()))
+    if config.seed_store:
+        seed_from_model(store, config.model_dir)  # a no-op once done (`serve` does it before workers start)
     holder = ModelHolder(config, store)
     api_key = config.api_key or os.environ.get(API_KEY_ENV)
     if not api_key:

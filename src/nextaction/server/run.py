@@ -14,7 +14,6 @@ from nextaction.server.app import API_KEY_ENV, CONFIG_ENV, ServeConfig, create_a
 def prepare_store(config: ServeConfig) -> int:
     """Open (create) the store and seed it from the model once, before any worker starts; returns the
     number of events stored."""
-    from nextaction.predictor import Predictor
     from nextaction.server.store import open_store, seed_from_model
 
     if not (Path(config.model_dir) / "config.json").is_file():
@@ -23,9 +22,8 @@ def prepare_store(config: ServeConfig) -> int:
         )
     store = open_store(config.store)
     try:
-        if config.seed_store and store.get_meta("seeded_from") is None:
-            seed_from_model(store, Predictor.load(config.model_dir).data)
-            store.set_meta("seeded_from", str(Path(config.model_dir).resolve()))
+        if config.seed_store:
+            seed_from_model(store, config.model_dir)
         return store.count()
     finally:
         store.close()

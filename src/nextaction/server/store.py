@@ -224,14 +224,19 @@ class SQLiteEventStore:
             self._local.con = None
 
 
-def seed_from_model(store: SQLiteEventStore, data: Any) -> int:
-    """Copy every event the model was trained and evaluated on into an empty store.
+def seed_from_model(store: SQLiteEventStore, model_dir: str | Path) -> int:
+    """Copy every event the model was trained and evaluated on into the store, once (marked in ``meta``);
+    returns how many were added (0 when the store was seeded before).
 
     So the users of the training log are known to the service from the start; from then on the store, not
     the model directory, is the source of histories (and ``DELETE /users/…`` erases a user there).
     """
+    from nextaction.data.dataset import PreparedDataset
     from nextaction.data.schema import USER_ID
 
+    if store.get_meta("seeded_from") is not None:
+        return 0
+    data = PreparedDataset.load(Path(model_dir) / "data")  # the events only: no model to load for this
     seqs = data.seqs
     user_ids = data.users[USER_ID].to_list()
     item_ids = ["", *data.items[ITEM_ID].to_list()]
@@ -246,7 +251,9 @@ def seed_from_model(store: SQLiteEventStore, data: Any) -> int:
             for j in range(offsets[u], offsets[u + 1]):
                 yield (uid, item_ids[items[j]], behaviors[behs[j]], times[j])
 
-    return store.add_many(rows())
+    n = store.add_many(rows())
+    store.set_meta("seeded_from", str(Path(model_dir).resolve()))
+    return n
 
 
 __all__ = [
