@@ -105,10 +105,9 @@ def default_exclude_seen(data: PreparedDataset) -> bool:
 def score_histories(model: NextActionModel, batch: Batch) -> torch.Tensor:
     """(B, n_items + 1) fp32 scores after each row's history, on the CPU whatever the model's device.
     Empty rows score from a zero state."""
-    dev = model.item_emb.weight.device
-    items, behaviors, timestamps = (t.to(dev) for t in (batch.items, batch.behaviors, batch.timestamps))
-    empty = ~(items != 0).any(dim=1)
-    states = model.last_state(items, behaviors, timestamps)
+    batch = _on(batch, model.item_emb.weight.device)
+    empty = ~batch.mask.any(dim=1)
+    states = model.last_state(batch.items, batch.behaviors, batch.timestamps)
     states = states.masked_fill(empty[:, None], 0.0)
     return model.score_all(states).float().cpu()
 
