@@ -140,3 +140,60 @@ def test_sparse_item_table_trains_learns_and_resumes_exactly(tmp_path):
     assert st.epoch == 4
     for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def test_validation_holdout_learns_the_other_users_validation_events(tmp_path):
+    from nextaction.train import validation_users
+
+    data = cyclic_dataset(n_users=40, n_items=30, length=8)
+    validated, learned = validation_users(data, TrainConfig(valid_holdout=10))
+    assert len(validated) == 10 and (np.diff(validated) > 0).all()
+    split = np.asarray(data.seqs.split)
+    lengths = np.diff(np.asarray(data.seqs.offsets))
+    user = np.repeat(np.arange(len(lengths)), lengths)
+    # exactly the validation events of the 30 users outside the sample; never a test event
+    assert learned.sum() == 30
+    assert (split[learned] == VALID).all()
+    assert not np.isin(user[learned], validated).any()
+    seqs = training_sequences(data.seqs, also=learned)
+    assert len(seqs.items) == 40 * 6 + 30 and not (np.asarray(seqs.split) == TEST).any()
+    # the validation metric is computed on the sample only
+    mc, tc = small_cfgs(data, epochs=1, valid_holdout=10)
+    _, state = fit(data, mc, tc, out_dir=tmp_path)
+    assert state.learned_valid_events == 30
+
+
+def test_validation_holdout_is_off_for_temporal_splits_and_small_logs():
+    from nextaction.train import validation_users
+
+    data = cyclic_dataset(n_users=40, n_items=30, length=8)
+    assert validation_users(data, TrainConfig(valid_holdout=40)) == (None, None)  # everyone validated
+    assert validation_users(data, TrainConfig(valid_holdout=0)) == (None, None)
+    temporal = type(data)(
+        events=data.events,
+        users=data.users,
+        items=data.items,
+        behaviors=data.behaviors,
+        report={"split": {"kind": "temporal"}},
+    )
+    assert validation_users(temporal, TrainConfig(valid_holdout=10)) == (None, None)
+    # a validation budget alone samples the validated users but learns nothing from the rest
+    validated, learned = validation_users(temporal, TrainConfig(valid_users=10))
+    assert len(validated) == 10 and learned is None
+
+
+def test_validation_holdout_never_learns_cold_items():
+    import polars as pl
+
+    from nextaction.data.schema import COLD, ITEM_IDX
+    from nextaction.train import validation_users
+
+    data = cyclic_dataset(n_users=40, n_items=30, length=8)
+    cold = [1, 2, 3]
+    items = data.items.with_columns(pl.col(ITEM_IDX).is_in(cold).alias(COLD))
+    data = type(data)(
+        events=data.events, users=data.users, items=items, behaviors=data.behaviors, report=data.report
+    )
+    _, learned = validation_users(data, TrainConfig(valid_holdout=10))
+    assert learned.sum() > 0
+    assert not np.isin(np.asarray(data.seqs.items)[learned], cold).any()

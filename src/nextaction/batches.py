@@ -68,12 +68,33 @@ def from_lists(
     return Batch(*(torch.from_numpy(a) for a in out))
 
 
-def training_sequences(seqs: Sequences) -> Sequences:
-    """Only the TRAIN events of every user, as a compact CSR (what the model may learn from)."""
+def training_sequences(seqs: Sequences, *, also: np.ndarray | None = None) -> Sequences:
+    """Only the TRAIN events of every user, as a compact CSR (what the model may learn from).
+
+    also: optional (n_events,) bool mask of further events to learn from (validation events of users who
+    are not validated, see train.validation_users).
+    """
     keep = np.asarray(seqs.split) == TRAIN
+    if also is not None:
+        keep = keep | also
+    return _select_events(seqs, keep)
+
+
+def select_users(seqs: Sequences, users: np.ndarray) -> Sequences:
+    """The sequences of ``users`` (sorted user positions), renumbered 0 … len(users) - 1."""
+    offsets = np.asarray(seqs.offsets)
+    keep = np.zeros(len(offsets) - 1, dtype=bool)
+    keep[np.asarray(users, dtype=np.int64)] = True
+    return _select_events(seqs, np.repeat(keep, np.diff(offsets)), users=np.flatnonzero(keep))
+
+
+def _select_events(seqs: Sequences, keep: np.ndarray, *, users: np.ndarray | None = None) -> Sequences:
+    """The events where ``keep`` holds, as a CSR over every user (or over ``users`` only)."""
     lengths = np.diff(np.asarray(seqs.offsets))
     user = np.repeat(np.arange(len(lengths)), lengths)
     counts = np.bincount(user[keep], minlength=len(lengths))
+    if users is not None:
+        counts = counts[users]
     return Sequences(
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         items=np.asarray(seqs.items)[keep],

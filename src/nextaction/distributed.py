@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from nextaction.batches import select_users
 from nextaction.data.dataset import Sequences
 
 T = TypeVar("T")
@@ -170,18 +171,7 @@ def steps_per_epoch(n_rows: int, batch_size: int, world_size: int) -> int:
 
 def shard_users(seqs: Sequences, rank: int, world_size: int) -> Sequences:
     """The sequences of users ``rank, rank + world, …`` (for evaluating a share of the users per rank)."""
-    offsets = np.asarray(seqs.offsets)
-    users = np.arange(rank, len(offsets) - 1, world_size)
-    lengths = offsets[users + 1] - offsets[users]
-    new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    idx = np.repeat(offsets[users] - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
-    return Sequences(
-        offsets=new_offsets,
-        items=np.asarray(seqs.items)[idx],
-        behaviors=np.asarray(seqs.behaviors)[idx],
-        timestamps=np.asarray(seqs.timestamps)[idx],
-        split=np.asarray(seqs.split)[idx],
-    )
+    return select_users(seqs, np.arange(rank, len(np.asarray(seqs.offsets)) - 1, world_size))
 
 
 def wrap(module: nn.Module, *, find_unused_parameters: bool = False) -> nn.Module:

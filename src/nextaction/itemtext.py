@@ -20,12 +20,10 @@ import polars as pl
 import torch
 
 from nextaction.data.dataset import PreparedDataset
-from nextaction.data.schema import ITEM_ID, ITEM_IDX, SPLIT, TRAIN
+from nextaction.data.schema import COLD, ITEM_ID, ITEM_IDX, SPLIT, TRAIN
 from nextaction.errors import InputError
 from nextaction.metrics import ranking_metrics
 from nextaction.text import TextConfig, TextEncoder, encode_items
-
-COLD = "cold"  # items-table column: True for items held out of training
 
 
 def hold_out_items(data: PreparedDataset, *, fraction: float, seed: int) -> PreparedDataset:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import polars as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +32,7 @@ from nextaction.batches import (
     gather_padded,
     history_batch,
     length_batches,
+    select_users,
     training_sequences,
     training_windows,
 )
@@ -43,7 +45,7 @@ from nextaction.candidates import (
     window_popularity,
 )
 from nextaction.data.dataset import PreparedDataset, Sequences
-from nextaction.data.schema import VALID
+from nextaction.data.schema import COLD, ITEM_IDX, VALID
 from nextaction.distributed import DistInfo
 from nextaction.evaluate import catalogue_chunk, eval_examples, rank_targets
 from nextaction.metrics import auc, ranking_metrics
@@ -60,6 +62,10 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decays to this fraction of lr
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping
     valid_users: int = 0  # validate on a fixed random sample of this many users (0 = all): for huge logs
+    # Leave-one-out splits: validate on this many users (a fixed sample) and learn from the validation
+    # events of all the others — the most recent transitions, 11% more targets on Beauty. The test events
+    # stay unseen. 0 = validate on every user and learn from no validation event.
+    valid_holdout: int = 5000
     # sampled loss only: the item table gets sparse gradients and a lazy Adam (SparseAdam), so a step costs
     # O(batch), not O(catalogue). None = on for sampled loss on a plain ID model in one process
     sparse_items: bool | None = None
@@ -352,9 +358,38 @@ class TrainState:
     best_epoch: int = 0
     bad_epochs: int = 0
     seconds: float = 0.0
+    learned_valid_events: int = 0  # validation events trained on (see TrainConfig.valid_holdout)
 
 
 Callback = Callable[[dict[str, Any]], None]
+
+
+def validation_users(data: PreparedDataset, cfg: TrainConfig) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Who is validated, and which validation events are learned from.
+
+    Returns (validated, learned): ``validated`` = sorted user positions to validate on (None = every user
+    with a validation event); ``learned`` = (n_events,) bool mask of VALID events to train on, or None.
+    Validation events are learned only on leave-one-out splits (a temporal split's validation window is
+    the behaviour head's calibration set) and never for items held out for the cold-start protocol.
+    """
+    examples = eval_examples(data.seqs, split=VALID)
+    loo = data.report.get("split", {}).get("kind") == "leave_one_out"
+    holdout = cfg.valid_holdout if loo else 0
+    n = min((k for k in (cfg.valid_users, holdout) if k > 0), default=0)
+    if not n or n >= len(examples):
+        return None, None
+    validated = examples.sample(n).user_idx
+    if not holdout:
+        return validated, None
+    seqs = data.seqs
+    lengths = np.diff(np.asarray(seqs.offsets))
+    is_validated = np.zeros(len(lengths), dtype=bool)
+    is_validated[validated] = True
+    learned = (np.asarray(seqs.split) == VALID) & ~np.repeat(is_validated, lengths)
+    if COLD in data.items.columns:
+        cold = data.items.filter(pl.col(COLD))[ITEM_IDX].to_numpy()
+        learned &= ~np.isin(np.asarray(seqs.items), cold)
+    return validated, learned
 
 
 def device_precision(p: str, device: torch.device) -> Literal["bf16", "fp32"]:
@@ -411,7 +446,9 @@ def fit(
     elif info.is_main and (out_dir / "metrics.jsonl").exists():
         (out_dir / "metrics.jsonl").unlink()
 
-    train_seqs = training_sequences(data.seqs)
+    validated, learned_valid = validation_users(data, cfg)
+    train_seqs = training_sequences(data.seqs, also=learned_valid)
+    state.learned_valid_events = 0 if learned_valid is None else int(learned_valid.sum())
     starts, lengths = training_windows(train_seqs, model_cfg.max_len)
     if model.text_proj is not None:
         if item_text is None:
@@ -428,9 +465,9 @@ def fit(
     best = checkpoint.load_best_weights(out_dir) if resuming and state.epoch else None
     has_valid = bool((np.asarray(data.seqs.split) == VALID).any())
     # each rank ranks its share of the validation users; the ranks are gathered (exact single-process metric)
-    valid_seqs = (
-        distributed.shard_users(data.seqs, info.rank, info.world_size) if info.distributed else data.seqs
-    )
+    valid_seqs = data.seqs if validated is None else select_users(data.seqs, validated)
+    if info.distributed:
+        valid_seqs = distributed.shard_users(valid_seqs, info.rank, info.world_size)
     matmul_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     head = model_cfg.behavior_head and cfg.behavior_weight > 0
     item_stats = ItemStats(data.seqs, len(data.behaviors) - 1) if head else None
@@ -528,7 +565,6 @@ def fit(
                 split=VALID,
                 exclude_seen=exclude_seen,
                 k_top=0,
-                max_users=-(-cfg.valid_users // info.world_size),  # each rank's share of the sample
             )
             m = ranking_metrics(distributed.all_gather_arrays(ranks), ks=(10,))
             record.update({"valid_NDCG@10": m["NDCG@10"], "valid_HR@10": m["HR@10"]})

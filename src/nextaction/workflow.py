@@ -178,6 +178,7 @@ def train_model(
                     "best_epoch": state.best_epoch,
                     "epochs_run": state.epoch,
                     "train_seconds": round(state.seconds, 1),
+                    "learned_valid_events": state.learned_valid_events,
                     "best_valid_score": state.best_ndcg,  # NDCG@10 (+ mean behaviour AUC with a head)
                     "calibration": calibration,
                     "text": text_info,
@@ -332,6 +333,12 @@ def evaluate_dir(
         ),
         "seconds": round(seconds, 3),
     }
+    learned = config.get("learned_valid_events")
+    if learned:
+        result["protocol"]["trained_on"] = (
+            f"train events + the validation events of {learned} users outside the validation sample "
+            f"(train.valid_holdout = {config.get('train', {}).get('valid_holdout')}); test events never"
+        )
     if split_metrics is not None:
         # "cold" and "warm": targets held out of training vs the rest, with the holdout that made them
         result.update(split_metrics)

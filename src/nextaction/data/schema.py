@@ -26,6 +26,7 @@ USER_IDX: Final = "user_idx"
 ITEM_IDX: Final = "item_idx"
 BEHAVIOR_IDX: Final = "behavior_idx"
 SPLIT: Final = "split"
+COLD: Final = "cold"  # items-table column: True for items held out of training (cold-start protocol)
 
 DEFAULT_BEHAVIOR: Final = "interact"
 PAD_IDX: Final = 0
