@@ -195,15 +195,16 @@ def _last_state(model: NextActionModel, batch: Batch) -> torch.Tensor:
 
 @torch.no_grad()
 def target_vector(model: NextActionModel, item_idx: int) -> torch.Tensor:
-    """The item's row of ``model.output_embeddings()`` (D, or D + 1 with an item bias), computed alone.
+    """The item's row of ``model.output_embeddings()`` (D, or D + 1 with a score bias), computed alone.
 
     Scoring one item needs one vector, not the catalogue: with item text, the full table would project
     every item's text first.
     """
     idx = torch.tensor([item_idx])
     vec = model.out_emb(idx)[0] if model.out_emb is not None else model.item_vectors(idx)[0]
-    if model.out_bias is not None:
-        vec = torch.cat([vec, model.out_bias[item_idx : item_idx + 1]])
+    bias = model.score_bias()
+    if bias is not None:
+        vec = torch.cat([vec, bias[item_idx : item_idx + 1]])
     return vec
 
 

@@ -160,7 +160,9 @@ class BehaviorHead(nn.Module):
         self.k = nn.Linear(D, D)
         self.v = nn.Linear(D, D)
         self.null = nn.Parameter(torch.zeros(2, D))  # key and value of the always-visible null event
-        n_feat = 2 * NB + 3 + (NB + 1)  # + ItemStats features (popularity per behaviour, recent)
+        # exact match (2 NB + 2), next-item logit, history length, the user's own count of each behaviour
+        # (NB: who converts at all is most of what a global AUC ranks), ItemStats (NB + 1: popularity)
+        n_feat = 2 * NB + 3 + NB + (NB + 1)
         self.wide = nn.Linear(n_feat, NB)
         self.deep = nn.Sequential(
             nn.Linear(4 * D + n_feat, 2 * D), nn.GELU(), nn.Dropout(cfg.head_dropout), nn.Linear(2 * D, NB)
@@ -215,7 +217,13 @@ class BehaviorHead(nn.Module):
         dot = (states[:, :, None, :] * cand_emb).sum(-1, keepdim=True)  # (B, T, M, 1) next-item logit
         any_seen = (counts.sum(-1, keepdim=True) > 0).float()
         n_hist = torch.log1p(visible.sum(-1).float())[:, :, None, None].expand_as(dot)
-        feats = torch.cat([torch.log1p(counts), recency, any_seen, dot * 0.1, n_hist, cand_stats], dim=-1)
+        user_counts = torch.stack(
+            [(visible & (hist_behaviors == b + 1)[:, None, :]).sum(-1) for b in range(NB)], dim=-1
+        )  # (B, T, NB)
+        user = torch.log1p(user_counts.float())[:, :, None, :].expand(*dot.shape[:-1], NB)
+        feats = torch.cat(
+            [torch.log1p(counts), recency, any_seen, dot * 0.1, n_hist, user, cand_stats], dim=-1
+        )
         u = states[:, :, None, :].expand_as(cand_emb)
         deep_in = torch.cat([u, cand_emb, ctx, u * cand_emb, feats], dim=-1)
         return self.wide(feats) + self.deep(deep_in)
@@ -251,6 +259,10 @@ class NextActionModel(nn.Module):
         if cfg.text_dim > 0:
             self.register_buffer("text_emb", torch.zeros(cfg.n_items + 1, cfg.text_dim))
             self.register_buffer("has_id", torch.ones(cfg.n_items + 1))
+            # Score offset of text-only items, fitted after training on validation (train.fit_new_item_offset):
+            # a text-only vector lacks the ID part that carries an item's popularity, so new items score
+            # systematically low against trained ones. 0 during training.
+            self.register_buffer("new_item_offset", torch.zeros(()))
         self._id_mask: torch.Tensor | None = None  # this training step's has_id with dropped IDs
         self.apply(self._init_weights)
         with torch.no_grad():
@@ -273,20 +285,37 @@ class NextActionModel(nn.Module):
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
 
-    def output_embeddings(self) -> torch.Tensor:
+    def output_embeddings(self, *, text_only: bool = False) -> torch.Tensor:
         """(n_items + 1, D) item vectors used for scoring; row 0 is padding.
 
-        With ``item_bias`` the bias rides along as an extra column (D + 1), matched by a constant 1 appended
-        to every state (:meth:`output_states`), so losses and scoring stay one plain dot product.
+        With a score bias (:meth:`score_bias`: the learned item bias, the new-item offset) the bias rides
+        along as an extra column (D + 1), matched by a constant 1 appended to every state
+        (:meth:`output_states`), so losses and scoring stay one plain dot product. ``text_only``: every item
+        as if it were new (text alone, with the new-item offset) — how the offset is fitted.
         """
-        w = self.out_emb.weight if self.out_emb is not None else self.all_item_vectors()
-        if self.out_bias is None:
-            return w
-        return torch.cat([w, self.out_bias[:, None]], dim=1)
+        if text_only:
+            w = self.all_item_vectors(text_only=True)
+        else:
+            w = self.out_emb.weight if self.out_emb is not None else self.all_item_vectors()
+        bias = self.score_bias(text_only=text_only)
+        return w if bias is None else torch.cat([w, bias[:, None]], dim=1)
+
+    def score_bias(self, *, text_only: bool = False) -> torch.Tensor | None:
+        """(n_items + 1,) additive score per item, or None: the learned item bias plus the new-item offset
+        on text-only items (items without training events, or every item when ``text_only``)."""
+        bias = self.out_bias
+        if self.has_new_item_offset():
+            new = torch.ones_like(self.has_id) if text_only else 1.0 - self.has_id
+            offset = self.new_item_offset * new
+            bias = offset if bias is None else bias + offset
+        return bias
+
+    def has_new_item_offset(self) -> bool:
+        return self.text_proj is not None and self.cfg.fusion == "id+text" and bool(self.new_item_offset != 0)
 
     def output_states(self, h: torch.Tensor) -> torch.Tensor:
         """States in the space of :meth:`output_embeddings` (appends the bias column's constant 1)."""
-        if self.out_bias is None:
+        if self.out_bias is None and not self.has_new_item_offset():
             return h
         return torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)
 
@@ -325,11 +354,17 @@ class NextActionModel(nn.Module):
         has_id = self._id_mask if self.training and self._id_mask is not None else self.has_id
         return self.item_emb(items) * has_id[items][..., None] + text
 
-    def all_item_vectors(self) -> torch.Tensor:
-        """(n_items + 1, D) every item's representation; row 0 (padding) is zero."""
+    def all_item_vectors(self, *, text_only: bool = False) -> torch.Tensor:
+        """(n_items + 1, D) every item's representation; row 0 (padding) is zero. ``text_only``: the projected
+        text alone, as a new item gets (models with item text)."""
         if self.text_proj is None:
+            if text_only:
+                raise ValueError("text_only needs a model with item text")
             return self.item_emb.weight
-        v = self.item_vectors(torch.arange(self.cfg.n_items + 1, device=self.item_emb.weight.device))
+        if text_only:
+            v = self.text_proj(self.text_emb)
+        else:
+            v = self.item_vectors(torch.arange(self.cfg.n_items + 1, device=self.item_emb.weight.device))
         return v * (torch.arange(len(v), device=v.device) != PAD)[:, None]
 
     def event_embeddings(self, items: torch.Tensor, behaviors: torch.Tensor) -> torch.Tensor:

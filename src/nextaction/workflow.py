@@ -168,6 +168,12 @@ def train_model(
                 default_exclude_seen(data) if train_cfg.exclude_seen is None else train_cfg.exclude_seen
             )
             calibration = calibrate_model(model, data) if model.behavior is not None else None
+            new_items = new_item_offset(model, data, train_cfg, exclude_seen=exclude_seen)
+            if new_items is not None:
+                log(
+                    f"new (text-only) items: score offset {new_items['offset']:g}, fitted on validation "
+                    f"({new_items['evidence']}; ≤ {train_cfg.new_item_tolerance:.0%} of NDCG@10)"
+                )
             save_model(
                 out,
                 model,
@@ -181,6 +187,7 @@ def train_model(
                     "learned_valid_events": state.learned_valid_events,
                     "best_valid_score": state.best_ndcg,  # NDCG@10 (+ mean behaviour AUC with a head)
                     "calibration": calibration,
+                    "new_item_offset": new_items,
                     "text": text_info,
                     "world_size": info.world_size,
                 },
@@ -247,6 +254,19 @@ def _training_data(
         h = data.report["holdout_items"]
         log(f"held out {h['items']} items ({h['train_events_removed']} training events removed)")
     return data
+
+
+def new_item_offset(
+    model: Any, data: PreparedDataset, train_cfg: Any, *, exclude_seen: bool
+) -> dict[str, Any] | None:
+    """Fit the text-only items' score offset on the users validated during training (see
+    train.fit_new_item_offset); None for models without item text."""
+    from nextaction.batches import select_users
+    from nextaction.train import fit_new_item_offset, validation_users
+
+    validated, _ = validation_users(data, train_cfg)
+    seqs = data.seqs if validated is None else select_users(data.seqs, validated)
+    return fit_new_item_offset(model, seqs, exclude_seen=exclude_seen, tolerance=train_cfg.new_item_tolerance)
 
 
 def calibrate_model(model: Any, data: PreparedDataset) -> dict[str, dict[str, float]] | None:
