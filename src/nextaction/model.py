@@ -160,9 +160,7 @@ class BehaviorHead(nn.Module):
         self.k = nn.Linear(D, D)
         self.v = nn.Linear(D, D)
         self.null = nn.Parameter(torch.zeros(2, D))  # key and value of the always-visible null event
-        # exact match (2 NB + 2), next-item logit, history length, the user's own count of each behaviour
-        # (NB: who converts at all is most of what a global AUC ranks), ItemStats (NB + 1: popularity)
-        n_feat = 2 * NB + 3 + NB + (NB + 1)
+        n_feat = 2 * NB + 3 + (NB + 1)  # + ItemStats features (popularity per behaviour, recent)
         self.wide = nn.Linear(n_feat, NB)
         self.deep = nn.Sequential(
             nn.Linear(4 * D + n_feat, 2 * D), nn.GELU(), nn.Dropout(cfg.head_dropout), nn.Linear(2 * D, NB)
@@ -217,13 +215,7 @@ class BehaviorHead(nn.Module):
         dot = (states[:, :, None, :] * cand_emb).sum(-1, keepdim=True)  # (B, T, M, 1) next-item logit
         any_seen = (counts.sum(-1, keepdim=True) > 0).float()
         n_hist = torch.log1p(visible.sum(-1).float())[:, :, None, None].expand_as(dot)
-        user_counts = torch.stack(
-            [(visible & (hist_behaviors == b + 1)[:, None, :]).sum(-1) for b in range(NB)], dim=-1
-        )  # (B, T, NB)
-        user = torch.log1p(user_counts.float())[:, :, None, :].expand(*dot.shape[:-1], NB)
-        feats = torch.cat(
-            [torch.log1p(counts), recency, any_seen, dot * 0.1, n_hist, user, cand_stats], dim=-1
-        )
+        feats = torch.cat([torch.log1p(counts), recency, any_seen, dot * 0.1, n_hist, cand_stats], dim=-1)
         u = states[:, :, None, :].expand_as(cand_emb)
         deep_in = torch.cat([u, cand_emb, ctx, u * cand_emb, feats], dim=-1)
         return self.wide(feats) + self.deep(deep_in)
