@@ -1,0 +1,56 @@
+"""How far history alone gets in next-conversion ranking (the ``next_<behaviour>`` metric of bench_behaviors).
+
+    python bench/behavior_ceiling.py bench/.cache/models/beh_retailrocket/data
+
+For each test user's first conversion event (buy, …): is the item already in their history, and where do
+two history-only rules rank it: most recent interaction first, and "items with a stronger-than-first
+behaviour (cart) first, then by recency"? Items outside the history count as misses. Prints HR@10,
+NDCG@10 and the share of users with the item at rank 1, i.e. what the +10% next-buy target asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from nextaction.candidates import primary_behavior
+from nextaction.data.dataset import PreparedDataset
+from nextaction.data.schema import TEST
+from nextaction.evaluate import eval_examples
+
+MISS = 10**9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("data_dir", help="a prepared multi-behaviour dataset (a model directory's data/)")
+    args = ap.parse_args()
+    data = PreparedDataset.load(args.data_dir)
+    target = primary_behavior(data.behaviors)
+    if target is None:
+        raise SystemExit("a single-behaviour log has no conversion behaviour")
+    ex = eval_examples(data.seqs, split=TEST, target_behavior=target)
+    items, behaviors = np.asarray(data.seqs.items), np.asarray(data.seqs.behaviors)
+    in_history, n_distinct, by_recency, strong_first = [], [], [], []
+    for start, end, item in zip(ex.hist_start, ex.hist_end, ex.target, strict=True):
+        last_seen = {int(i): pos for pos, i in enumerate(items[start:end])}
+        strong = {int(i) for i, b in zip(items[start:end], behaviors[start:end], strict=True) if b >= 2}
+        recency = sorted(last_seen, key=lambda i: -last_seen[i])
+        funnel = sorted(last_seen, key=lambda i: (i not in strong, -last_seen[i]))
+        n_distinct.append(len(last_seen))
+        in_history.append(int(item) in last_seen)
+        by_recency.append(recency.index(int(item)) if int(item) in last_seen else MISS)
+        strong_first.append(funnel.index(int(item)) if int(item) in last_seen else MISS)
+    print(
+        f"{len(ex)} users; target '{data.behaviors[target]}' in history: {np.mean(in_history):.3f}; "
+        f"median distinct history items: {np.median(n_distinct):.0f}"
+    )
+    for name, ranks in (("most recent first", by_recency), ("carted first, then recency", strong_first)):
+        r = np.asarray(ranks, dtype=np.float64)
+        ndcg = np.where(r < 10, 1.0 / np.log2(r + 2), 0.0).mean()
+        print(f"{name}: HR@10 {(r < 10).mean():.4f}  NDCG@10 {ndcg:.4f}  rank 1 {(r == 0).mean():.3f}")
+
+
+if __name__ == "__main__":
+    main()
