@@ -192,9 +192,9 @@ def fit_new_item_offset(
     A new item is represented by its projected text alone; trained items also have an ID embedding, which
     carries their popularity, so new items score systematically low and are almost never recommended (on
     Beauty with 10% of the items held out, cold-item HR@10 0.003). The offset is the largest value on a
-    grid whose validation NDCG@10 — all users, full ranking, the evaluation's protocol — stays within
-    ``tolerance`` (a share) of the best on the grid: new items get the exposure that costs at most that
-    much accuracy. The validation targets on text-only items are the evidence; with fewer than
+    grid whose validation NDCG@10 — the validated users (a fixed sample of at most ``max_users``), full
+    ranking, the evaluation's protocol — stays within ``tolerance`` (a share) of the best on the grid: new
+    items get the exposure that costs at most that much accuracy. The validation targets on text-only items are the evidence; with fewer than
     MIN_NEW_TARGETS of them (no cold-start holdout), new items are simulated by hiding the ID embedding of
     a random SIMULATED_NEW_SHARE of the items (seed 0). Returns what was chosen and why, or None for models
     without item text (or tolerance < 0).
