@@ -109,6 +109,8 @@ def test_id_dropout_hides_ids_in_training_only():
         ModelConfig(n_items=200, n_behaviors=2, dim=8, text_dim=4, fusion="id+text", id_dropout=0.3)
     )
     model.text_emb.normal_()
+    with torch.no_grad():
+        model.item_emb.weight.normal_()  # as if trained (they start at zero)
     items = torch.arange(1, 201)
     full = model.item_vectors(items)
     text_only = model.text_proj(model.text_emb[items])
@@ -120,6 +122,25 @@ def test_id_dropout_hides_ids_in_training_only():
     assert torch.allclose(dropped[~hidden], full[~hidden])
     model.eval()
     assert torch.allclose(model.item_vectors(items), full)  # evaluation always uses every learned ID
+
+
+def test_text_models_start_from_the_text():
+    import torch
+
+    from nextaction.model import ModelConfig, NextActionModel
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_items=500, n_behaviors=2, dim=16, text_dim=32, fusion="id+text")
+    model = NextActionModel(cfg)
+    model.text_emb.copy_(torch.nn.functional.normalize(torch.randn(501, 32), dim=1))  # unit norm, as encoded
+    assert model.item_emb.weight.abs().max() == 0  # IDs learn only what the text misses
+    items = torch.arange(1, 501)
+    vectors = model.item_vectors(items)
+    torch.testing.assert_close(vectors, model.text_proj(model.text_emb[items]))
+    # the projected text starts at the scale ID embeddings start at in an ID-only model
+    assert abs(vectors.std().item() - cfg.emb_init_std) < 0.15 * cfg.emb_init_std
+    id_only = NextActionModel(ModelConfig(n_items=500, n_behaviors=2, dim=16))
+    assert abs(id_only.item_vectors(items).std().item() - cfg.emb_init_std) < 0.15 * cfg.emb_init_std
 
 
 def test_new_item_offset_lifts_text_only_items_by_exactly_the_offset():
