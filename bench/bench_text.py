@@ -5,7 +5,11 @@
 2. Training with default settings, as a user runs it:
        nextaction train Beauty.txt --format sequences [--items item_text.tsv] [--holdout-items 0.1] --out M
    for id-only vs id+text on the standard split, and on the cold-start split (10% of items held out of
-   training; `cold` / `warm` metrics by the target item).
+   training; `cold` / `warm` metrics by the target item), once per seed (``--seeds``; seed 42 is the
+   default command, others add ``--set train.seed=S``). Early stopping on a 5,000-user validation sample
+   makes single runs differ by a few percent, so targets are judged on the mean over seeds.
+Each run's result is kept in its own file under bench/.cache/models, so runs can be split over processes
+(``--only``, ``--seeds``, ``--no-encoding``) and the section rebuilt from whatever is there (``--reuse``).
 Writes the "Item text" section of BENCHMARKS.md.
 """
 
@@ -36,6 +40,7 @@ _, _, report = encode_items(items, TextConfig(cache_dir=sys.argv[2]))
 print(time.perf_counter() - t, report.n_encoded, report.n_cached, report.n_items)
 """
 
+DEFAULT_SEED = 42  # train.seed's default
 RUNS = {
     "id": [],
     "id+text": ["--items", str(BEAUTY / "item_text.tsv")],
@@ -69,8 +74,14 @@ def encoding(runs: int) -> dict:
     return {"cold": cold, "warm": warm, "threads": threads}
 
 
-def train(name: str, args: list[str]) -> dict:
-    model_dir = CACHE / f"text_{name.replace(' ', '_').replace('(', '').replace(')', '').replace('+', '_')}"
+def slug(name: str, seed: int) -> str:
+    base = name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_")
+    return f"text_{base}" + ("" if seed == DEFAULT_SEED else f"_s{seed}")
+
+
+def train(name: str, args: list[str], seed: int) -> dict:
+    model_dir = CACHE / slug(name, seed)
+    seed_args = [] if seed == DEFAULT_SEED else ["--set", f"train.seed={seed}"]
     cmd = [
         str(BIN),
         "train",
@@ -78,14 +89,17 @@ def train(name: str, args: list[str]) -> dict:
         "--format",
         "sequences",
         *args,
+        *seed_args,
         "--out",
         str(model_dir),
         "--json",
     ]
-    print(f"[{name}] {' '.join(cmd)}", flush=True)
+    print(f"[{name}, seed {seed}] {' '.join(cmd)}", flush=True)
     out, wall, rss = run(cmd)
     config = json.loads((model_dir / "config.json").read_text())
     return {
+        "name": name,
+        "seed": seed,
         "command": " ".join(cmd).replace(str(ROOT.parent), ".."),
         "result": json.loads(out),
         "train_s": config["train_seconds"],
@@ -94,10 +108,11 @@ def train(name: str, args: list[str]) -> dict:
         "best_epoch": config["best_epoch"],
         "rss": rss,
         "new_item_offset": config.get("new_item_offset"),
+        "threads": os.environ.get("OMP_NUM_THREADS", "all"),
     }
 
 
-def markdown(enc: dict, results: dict) -> str:
+def markdown(enc: dict, results: list[dict]) -> str:
     def med(rows: list[dict], key: str) -> float:
         return statistics.median(r[key] for r in rows)
 
@@ -124,54 +139,81 @@ def markdown(enc: dict, results: dict) -> str:
     keys = ["HR@10", "NDCG@10", "MRR@10", "HR@20"]
     lines += [
         "",
-        "Training with default settings (50 epochs max, early stopping on validation NDCG@10):",
+        "Training with default settings (50 epochs max, early stopping on validation NDCG@10), one row per seed:",
         "",
-        "| model | split | HR@10 | NDCG@10 | MRR@10 | HR@20 | cold HR@10 | cold NDCG@10 | warm NDCG@10 | training s "
-        "| threads |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model | split | seed | HR@10 | NDCG@10 | MRR@10 | HR@20 | cold HR@10 | cold NDCG@10 | warm NDCG@10 "
+        "| epochs (best) | training s | threads |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
-    for name, r in results.items():
+    for r in results:
         res = r["result"]
         m = res["metrics"]
         cold, warm = res.get("cold"), res.get("warm")
         lines.append(
-            f"| {name.split(' (')[0]} | {'10% items held out' if cold else 'standard'} | "
+            f"| {r['name'].split(' (')[0]} | {'10% items held out' if cold else 'standard'} | {r['seed']} | "
             + " | ".join(f"{m[k]:.4f}" for k in keys)
             + (
                 f" | {cold['HR@10']:.4f} | {cold['NDCG@10']:.4f} | {warm['NDCG@10']:.4f}"
                 if cold
                 else " | — | — | —"
             )
-            + f" | {r['train_s']:.0f} | {r.get('threads', os.environ.get('OMP_NUM_THREADS', 'all'))} |"
+            + f" | {r['epochs']} ({r['best_epoch']}) | {r['train_s']:.0f} | {r['threads']} |"
         )
     lines.append("")
-    if "id" in results and "id+text" in results:
-        a, b = (
-            results["id"]["result"]["metrics"]["NDCG@10"],
-            results["id+text"]["result"]["metrics"]["NDCG@10"],
-        )
+
+    def runs(name: str) -> list[dict]:
+        return [r for r in results if r["name"] == name]
+
+    def mean(rows: list[dict], *path: str) -> float:
+        values = []
+        for r in rows:
+            v = r["result"]
+            for key in path:
+                v = v[key]
+            values.append(v)
+        return statistics.fmean(values)
+
+    if runs("id") and runs("id+text"):
+        a, b = mean(runs("id"), "metrics", "NDCG@10"), mean(runs("id+text"), "metrics", "NDCG@10")
+        seeds = sorted({r["seed"] for r in runs("id")} & {r["seed"] for r in runs("id+text")})
+        ratios = []
+        for sd in seeds:
+            ndcg = {
+                n: mean([r for r in runs(n) if r["seed"] == sd], "metrics", "NDCG@10")
+                for n in ("id", "id+text")
+            }
+            ratios.append(f"seed {sd}: ×{ndcg['id+text'] / ndcg['id']:.3f}")
+        per_seed = ", ".join(ratios)
         lines.append(
-            f"- Overall: id+text NDCG@10 {b:.4f} vs id {a:.4f} = ×{b / a:.3f} "
-            f"(target ≥ ×1.05: {'met' if b >= 1.05 * a else 'missed'})."
+            f"- Overall (mean over {len(runs('id+text'))} id+text and {len(runs('id'))} id runs): id+text NDCG@10 "
+            f"{b:.4f} vs id {a:.4f} = ×{b / a:.3f} (target ≥ ×1.05: {'met' if b >= 1.05 * a else 'missed'}; "
+            f"{per_seed})."
         )
-    cold_run = results.get("id+text (cold split)")
-    if cold_run:
-        c = cold_run["result"]["cold"]
+    cold_runs = runs("id+text (cold split)")
+    if cold_runs:
+        c = cold_runs[0]["result"]["cold"]
+        hr, ndcg = mean(cold_runs, "cold", "HR@10"), mean(cold_runs, "cold", "NDCG@10")
         lines.append(
-            f"- Cold items (their training events removed; {c['users']:,} users whose test item is cold): "
-            f"HR@10 {c['HR@10']:.4f}, NDCG@10 {c['NDCG@10']:.4f} (target HR@10 ≥ 0.02: "
-            f"{'met' if c['HR@10'] >= 0.02 else 'missed'})."
-        )
-        fitted = cold_run.get("new_item_offset")
-        if fitted:
-            curve = ", ".join(f"{k}: {v:.4f}" for k, v in fitted["valid_NDCG@10"].items())
-            lines.append(
-                f"- New-item score offset chosen on validation ({fitted['evidence']}, "
-                f"{fitted['validation_users']:,} validation users): {fitted['offset']:g}, the largest whose "
-                f"validation NDCG@10 stays within {fitted['tolerance']:.0%} of the best (offset: NDCG@10 — "
-                f"{curve})."
+            f"- Cold items (their training events removed; {c['users']:,} users whose test item is cold; mean of "
+            f"{len(cold_runs)} run(s)): HR@10 {hr:.4f}, NDCG@10 {ndcg:.4f} (target HR@10 ≥ 0.02: "
+            f"{'met' if hr >= 0.02 else 'missed'}). The ID-only model on the same split: HR@10 "
+            + (
+                f"{mean(runs('id (cold split)'), 'cold', 'HR@10'):.4f}."
+                if runs("id (cold split)")
+                else "not run."
             )
-    for r in results.values():
+        )
+        for r in cold_runs:
+            fitted = r.get("new_item_offset")
+            if fitted:
+                curve = ", ".join(f"{k}: {v:.4f}" for k, v in fitted["valid_NDCG@10"].items())
+                lines.append(
+                    f"- New-item score offset chosen on validation (seed {r['seed']}; {fitted['evidence']}, "
+                    f"{fitted['validation_users']:,} validation users): {fitted['offset']:g}, the largest whose "
+                    f"validation NDCG@10 stays within {fitted['tolerance']:.0%} of the best (offset: NDCG@10 — "
+                    f"{curve})."
+                )
+    for r in results:
         rss = f", peak RSS {r['rss']:,} MiB" if r["rss"] else ""
         lines.append(f"- `{r['command']}`: {r['epochs']} epochs (best {r['best_epoch']}){rss}.")
     return "\n".join(lines) + "\n"
@@ -179,23 +221,36 @@ def markdown(enc: dict, results: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=3, help="encoding runs (median)")
     ap.add_argument("--only", default=",".join(RUNS), help="comma-separated training runs")
-    ap.add_argument("--reuse", action="store_true", help="keep results of earlier runs in text.json")
+    ap.add_argument("--seeds", default="42,7", help="comma-separated train.seed values, one run each")
+    ap.add_argument("--reuse", action="store_true", help="keep the results of earlier runs")
+    ap.add_argument("--no-encoding", action="store_true", help="skip the encoding runs (keep earlier ones)")
     args = ap.parse_args()
     if not (BEAUTY / "Beauty.txt").exists():
         sys.exit(f"Beauty not found under {BEAUTY}")
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / "text.json"
-    state = json.loads(path.read_text()) if args.reuse and path.exists() else {"results": {}}
-    if "encoding" not in state:
-        state["encoding"] = encoding(args.runs)
-        path.write_text(json.dumps(state, indent=2))
+    enc_path = CACHE / "text_encoding.json"
+    if args.no_encoding or (args.reuse and enc_path.exists()):
+        enc = json.loads(enc_path.read_text()) if enc_path.exists() else None
+    else:
+        enc = encoding(args.runs)
+        enc_path.write_text(json.dumps(enc, indent=2))
+    seeds = [int(x) for x in args.seeds.split(",") if x]
     for name in [n for n in args.only.split(",") if n]:
-        if name not in state["results"]:
-            state["results"][name] = train(name, RUNS[name])
-            path.write_text(json.dumps(state, indent=2))
-    text = markdown(state["encoding"], {n: state["results"][n] for n in RUNS if n in state["results"]})
+        for seed in seeds:
+            path = CACHE / f"{slug(name, seed)}.json"
+            if not (args.reuse and path.exists()):
+                path.write_text(json.dumps(train(name, RUNS[name], seed), indent=2))
+    results = []
+    for name in RUNS:  # everything on record, in table order
+        for path in sorted(CACHE.glob(f"{slug(name, DEFAULT_SEED)}*.json")):
+            r = json.loads(path.read_text())
+            if r.get("name") == name:
+                results.append(r)
+    if enc is None:
+        sys.exit("no encoding results yet: run without --no-encoding once")
+    text = markdown(enc, results)
     print(text)
     write_section(text, SECTION)
 

@@ -194,3 +194,22 @@ def test_new_item_offset_follows_the_tolerance_rule(shop, tmp_path, monkeypatch)
     assert new_item_offset(p.model, data, tc, exclude_seen=True)["offset"] == fitted["offset"]
     validated, _ = validation_users(data, tc)
     assert validated is None or len(select_users(data.seqs, validated).offsets) > 1
+
+
+def test_id_text_models_default_to_the_shorter_schedule(shop, tmp_path, monkeypatch):
+    from nextaction.train import TEXT_MODEL_EPOCHS, TrainConfig
+
+    monkeypatch.setenv("NEXTACTION_CACHE", str(tmp_path / "cache"))
+    base = [s for s in SETS if not s.startswith("train.epochs")] + ["train.patience=2"]
+    train_model(shop / "events.csv", tmp_path / "text", items=shop / "items.csv", sets=base)
+    config = json.loads((tmp_path / "text" / "config.json").read_text())
+    assert config["train"]["epochs"] == TEXT_MODEL_EPOCHS < TrainConfig().epochs
+    # an explicit setting wins, and ID-only models keep the long schedule
+    train_model(
+        shop / "events.csv", tmp_path / "set", items=shop / "items.csv", sets=[*base, "train.epochs=3"]
+    )
+    assert json.loads((tmp_path / "set" / "config.json").read_text())["train"]["epochs"] == 3
+    train_model(shop / "events.csv", tmp_path / "id", sets=[*base, "train.max_minutes=0.001"])
+    assert (
+        json.loads((tmp_path / "id" / "config.json").read_text())["train"]["epochs"] == TrainConfig().epochs
+    )

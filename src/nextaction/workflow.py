@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,7 @@ def train_model(
     from nextaction import distributed
     from nextaction.checkpoint import save_model
     from nextaction.model import ModelConfig
-    from nextaction.train import TrainConfig, default_exclude_seen, device_precision, fit
+    from nextaction.train import TEXT_MODEL_EPOCHS, TrainConfig, default_exclude_seen, device_precision, fit
 
     out = Path(out)
     sections = load_sections(config_path, sets or [], sections=("model", "train", "prepare", "text"))
@@ -143,6 +144,8 @@ def train_model(
             },
             where="[model]",
         )
+        if model_cfg.fusion == "id+text" and "epochs" not in sections["train"]:
+            train_cfg = replace(train_cfg, epochs=TEXT_MODEL_EPOCHS)
         precision = device_precision(train_cfg.precision, info.device)
         on_gpu = info.device.type == "cuda"
         note = "fp32" if precision == "fp32" else "autocast" if on_gpu else "native bf16 matmuls on this CPU"
