@@ -44,6 +44,8 @@ bench: $(STAMP)
 bench-behaviors: $(STAMP)
 	$(BIN)/python bench/bench_behaviors.py
 
+# Encoding, then id vs id+text on Beauty (standard and cold-item split), two seeds each (~2 h on 2 cores;
+# --only/--seeds/--reuse split it over processes, see bench/bench_text.py)
 bench-text: $(STAMP)
 	$(BIN)/python bench/bench_text.py
 

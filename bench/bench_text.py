@@ -139,7 +139,8 @@ def markdown(enc: dict, results: list[dict]) -> str:
     keys = ["HR@10", "NDCG@10", "MRR@10", "HR@20"]
     lines += [
         "",
-        "Training with default settings (50 epochs max, early stopping on validation NDCG@10), one row per seed:",
+        "Training with default settings (at most 50 epochs for id, 30 for id+text; early stopping on validation "
+        "NDCG@10), one row per seed:",
         "",
         "| model | split | seed | HR@10 | NDCG@10 | MRR@10 | HR@20 | cold HR@10 | cold NDCG@10 | warm NDCG@10 "
         "| epochs (best) | training s | threads |",
