@@ -176,15 +176,11 @@ def markdown(enc: dict, results: list[dict]) -> str:
 
     if runs("id") and runs("id+text"):
         a, b = mean(runs("id"), "metrics", "NDCG@10"), mean(runs("id+text"), "metrics", "NDCG@10")
-        seeds = sorted({r["seed"] for r in runs("id")} & {r["seed"] for r in runs("id+text")})
-        ratios = []
-        for sd in seeds:
-            ndcg = {
-                n: mean([r for r in runs(n) if r["seed"] == sd], "metrics", "NDCG@10")
-                for n in ("id", "id+text")
-            }
-            ratios.append(f"seed {sd}: ×{ndcg['id+text'] / ndcg['id']:.3f}")
-        per_seed = ", ".join(ratios)
+        ndcg = {(r["name"], r["seed"]): r["result"]["metrics"]["NDCG@10"] for r in results}
+        seeds = sorted(
+            {sd for name, sd in ndcg if name == "id"} & {sd for name, sd in ndcg if name == "id+text"}
+        )
+        per_seed = ", ".join(f"seed {sd}: ×{ndcg['id+text', sd] / ndcg['id', sd]:.3f}" for sd in seeds)
         lines.append(
             f"- Overall (mean over {len(runs('id+text'))} id+text and {len(runs('id'))} id runs): id+text NDCG@10 "
             f"{b:.4f} vs id {a:.4f} = ×{b / a:.3f} (target ≥ ×1.05: {'met' if b >= 1.05 * a else 'missed'}; "
@@ -232,26 +228,26 @@ def main() -> None:
         sys.exit(f"Beauty not found under {BEAUTY}")
     CACHE.mkdir(parents=True, exist_ok=True)
     enc_path = CACHE / "text_encoding.json"
-    if args.no_encoding or (args.reuse and enc_path.exists()):
-        enc = json.loads(enc_path.read_text()) if enc_path.exists() else None
-    else:
-        enc = encoding(args.runs)
-        enc_path.write_text(json.dumps(enc, indent=2))
+    if not (args.no_encoding or (args.reuse and enc_path.exists())):
+        enc_path.write_text(json.dumps(encoding(args.runs), indent=2))
     seeds = [int(x) for x in args.seeds.split(",") if x]
     for name in [n for n in args.only.split(",") if n]:
         for seed in seeds:
             path = CACHE / f"{slug(name, seed)}.json"
             if not (args.reuse and path.exists()):
                 path.write_text(json.dumps(train(name, RUNS[name], seed), indent=2))
-    results = []
-    for name in RUNS:  # everything on record, in table order
-        for path in sorted(CACHE.glob(f"{slug(name, DEFAULT_SEED)}*.json")):
-            r = json.loads(path.read_text())
-            if r.get("name") == name:
-                results.append(r)
-    if enc is None:
-        sys.exit("no encoding results yet: run without --no-encoding once")
-    text = markdown(enc, results)
+    order = list(RUNS)
+    results = [json.loads(p.read_text()) for p in CACHE.glob("text_*.json") if p != enc_path]
+    results = sorted(
+        (r for r in results if r.get("name") in RUNS),  # everything on record, in table order
+        key=lambda r: (order.index(r["name"]), r["seed"] != DEFAULT_SEED, r["seed"]),
+    )
+    if not enc_path.exists():  # with --no-encoding, another process may measure it later
+        print(
+            "results saved; no encoding results yet, so BENCHMARKS.md is unchanged (run once without --no-encoding)"
+        )
+        return
+    text = markdown(json.loads(enc_path.read_text()), results)
     print(text)
     write_section(text, SECTION)
 

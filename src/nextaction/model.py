@@ -269,8 +269,8 @@ class NextActionModel(nn.Module):
             # start at, and, with id+text, ID rows at zero. An ID then learns only what its text misses, and
             # a rarely seen item is its text plus a small learned correction instead of text buried under
             # random ID noise. With random ID rows and a small projection, Beauty's id+text model ended no
-            # better than ID alone (test NDCG@10 0.0605 vs 0.0599); starting from the text gives ~0.063 and
-            # learns about twice as fast (BENCHMARKS.md, "Item text").
+            # better than ID alone (test NDCG@10 0.0605 vs 0.0599); starting from the text gives 0.061-0.063
+            # (three runs) and learns about twice as fast (BENCHMARKS.md, "Item text").
             with torch.no_grad():
                 self.text_proj.weight.normal_(0.0, cfg.emb_init_std)
                 if cfg.fusion == "id+text":
