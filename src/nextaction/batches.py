@@ -34,9 +34,11 @@ def gather_padded(
     idx = starts[:, None] + np.arange(L)[None, :]  # (B, L)
     valid = np.arange(L)[None, :] < lengths[:, None]
     idx = np.where(valid, idx, 0)
-    items = np.where(valid, np.asarray(seqs.items)[idx], 0)
-    behaviors = np.where(valid, np.asarray(seqs.behaviors)[idx], 0)
-    times = np.where(valid, np.asarray(seqs.timestamps)[idx], 0)
+
+    def take(a: np.ndarray) -> np.ndarray:  # no events at all (an empty live history): all padding
+        return np.where(valid, np.asarray(a)[idx], 0) if len(a) else np.zeros(idx.shape, dtype=np.int64)
+
+    items, behaviors, times = take(seqs.items), take(seqs.behaviors), take(seqs.timestamps)
     return Batch(
         items=torch.from_numpy(items.astype(np.int64)),
         behaviors=torch.from_numpy(behaviors.astype(np.int64)),

@@ -25,7 +25,14 @@ from typing import Any, Literal, Self, TypeVar
 import numpy as np
 
 from nextaction.baselines import DEFAULT_STRENGTHS, behavior_strengths, check_repeat_options
-from nextaction.candidates import BehaviorScorer, CandidateSet
+from nextaction.candidates import (
+    BehaviorScorer,
+    CandidateSet,
+    expand_spans,
+    lookup,
+    pair_features,
+    rate_prior,
+)
 from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import PAD_IDX, TRAIN
 from nextaction.errors import InputError
@@ -37,9 +44,6 @@ _PROB_CLIP = 1e-6  # logits stay within ±13.8
 _OFF_SHORTLIST = 1000.0
 _SHORTLIST_TIEBREAK = 0.01  # popularity added to shortlist logits: orders ties, never a real difference
 _N_POPULAR = 100  # most popular items of the behaviour added to every user's shortlist
-_NEVER_EVENTS = float(np.log1p(1e5))  # "events since" / "seconds since" for items never touched:
-_NEVER_SECONDS = float(np.log1p(10 * 365 * 86_400))  # beyond any real value, yet finite for the scaler
-_RATE_SMOOTHING = 5.0  # pseudo-count of first-behaviour events pulling conversion rates to the global one
 
 
 class BehaviorPopularity:
@@ -97,7 +101,7 @@ class RepeatBehavior:
         strength, tiebreak = _fitted(self._fit, self)
         keys, values = self._evidence(seqs, cands.hist_start, cands.hist_end, tiebreak.shape[1], strength)
         evidence = np.append(values, 0.0)[
-            _lookup(keys, cands.user_of_candidate() * tiebreak.shape[1] + cands.items)
+            lookup(keys, cands.user_of_candidate() * tiebreak.shape[1] + cands.items)
         ]
         return (evidence[:, None] + tiebreak[:, cands.items].T).astype(np.float32)
 
@@ -118,7 +122,7 @@ class RepeatBehavior:
         """Sorted keys ``row * n_cols + item`` of the items in each history's last ``window`` events, and
         their decayed strength sums."""
         hist_end = np.asarray(hist_end, dtype=np.int64)
-        row, pos = _expand(
+        row, pos = expand_spans(
             np.maximum(np.asarray(hist_start, dtype=np.int64), hist_end - self.window), hist_end
         )
         weight = strength[np.asarray(seqs.behaviors)[pos]] * self.decay ** (hist_end[row] - 1 - pos)
@@ -182,7 +186,7 @@ class FeatureModel:
         k = _column(behavior, len(rows))
         n_cols = rows.shape[1]
         out = np.tile(rows[k] - _OFF_SHORTLIST, (len(hist_start), 1))
-        row, pos = _expand(np.asarray(hist_start, dtype=np.int64), np.asarray(hist_end, dtype=np.int64))
+        row, pos = expand_spans(np.asarray(hist_start, dtype=np.int64), np.asarray(hist_end, dtype=np.int64))
         popular = np.argsort(-rows[k, 1:], kind="stable")[:_N_POPULAR] + 1
         keys = np.union1d(
             row * n_cols + np.asarray(seqs.items)[pos],
@@ -245,62 +249,10 @@ def _features(
     items: np.ndarray,
     counts: np.ndarray,
 ) -> np.ndarray:
-    """(T, 5 NB + 2) float32 features of candidate ``items[j]`` for history ``rows[j]`` (see FeatureModel).
-
-    Vectorised: every history event gets the key ``row * n_cols + item``; one stable sort groups them, so
-    per-(row, item) counts and last interactions are group sums and group ends, and each candidate finds
-    its group by binary search (a sentinel group stands for "never touched").
-    """
-    n_cols, nb = counts.shape
-    hist_start = np.asarray(hist_start, dtype=np.int64)
-    hist_end = np.asarray(hist_end, dtype=np.int64)
-    rows, items = np.asarray(rows, dtype=np.int64), np.asarray(items, dtype=np.int64)
-    ev_row, pos = _expand(hist_start, hist_end)
-    ev_beh = np.asarray(seqs.behaviors)[pos].astype(np.int64).clip(1, nb) - 1
-    ev_key = ev_row * n_cols + np.asarray(seqs.items)[pos]
-    order = np.argsort(ev_key, kind="stable")  # within a key, positions stay increasing
-    keys, first = np.unique(ev_key[order], return_index=True)
-    group = np.repeat(np.arange(len(keys)), np.diff(np.append(first, len(order))))
-    pair_counts = np.bincount(group * nb + ev_beh[order], minlength=(len(keys) + 1) * nb).reshape(-1, nb)
-    last = order[np.append(first[1:], len(order)) - 1]
-    last_pos, last_beh = np.append(pos[last], 0), np.append(ev_beh[last], -1)
-
-    idx = _lookup(keys, rows * n_cols + items)
-    found = idx < len(keys)
-    timestamps = np.asarray(seqs.timestamps)
-    age = hist_end[rows] - 1 - last_pos[idx]
-    seconds = (timestamps[np.maximum(hist_end - 1, 0)][rows] - timestamps[last_pos[idx]]) / 1000.0
-    item_counts = counts[items]
-    rate_prior = (counts[:, 1:].sum(axis=0) + 1.0) / (counts[:, 0].sum() + 1.0)
-    user_counts = np.bincount(ev_row * nb + ev_beh, minlength=len(hist_start) * nb).reshape(-1, nb)
-    return np.column_stack(
-        [
-            np.log1p(pair_counts[idx]),
-            np.where(found, np.log1p(np.maximum(age, 0)), _NEVER_EVENTS),
-            np.where(found, np.log1p(np.maximum(seconds, 0.0)), _NEVER_SECONDS),
-            last_beh[idx][:, None] == np.arange(nb)[None, :],
-            np.log1p(item_counts),
-            (item_counts[:, 1:] + _RATE_SMOOTHING * rate_prior) / (item_counts[:, :1] + _RATE_SMOOTHING),
-            np.log1p(hist_end - hist_start)[rows],
-            np.log1p(user_counts)[rows],
-        ]
-    ).astype(np.float32)
-
-
-def _expand(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(row, event position) of every event in the spans ``[starts[r], ends[r])``, row by row in order."""
-    lengths = np.maximum(ends - starts, 0)
-    row = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
-    begin = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    return row, np.arange(len(row), dtype=np.int64) - np.repeat(begin - starts, lengths)
-
-
-def _lookup(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Index of each query in sorted ``keys``; ``len(keys)`` (a sentinel slot) where it is absent."""
-    idx = np.searchsorted(keys, query)
-    present = idx < len(keys)
-    present[present] = keys[idx[present]] == query[present]
-    return np.where(present, idx, len(keys))
+    """candidates.pair_features, the items' counts read from the TRAIN table ``counts`` (n_items + 1, NB)."""
+    return pair_features(
+        seqs, hist_start, hist_end, rows, items, counts[items], rate_prior(counts.sum(axis=0))
+    )
 
 
 def _behavior_counts(data: PreparedDataset, train: CandidateSet) -> np.ndarray:

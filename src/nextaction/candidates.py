@@ -257,20 +257,29 @@ class ItemStats:
     def _offset(self, t: np.ndarray) -> np.ndarray:
         return np.clip(t - self.t0, 0, (1 << _TIME_BITS) - 1).astype(np.int64)
 
-    def features(self, items: np.ndarray, t_query: np.ndarray | float) -> np.ndarray:
-        """(…, NB + 1) float32: log1p(count of each behaviour on the item before t_query) and log1p(events on
-        it in the week before t_query). ``t_query`` (ms) broadcasts against ``items``; +inf = now."""
+    @property
+    def totals(self) -> np.ndarray:
+        """(NB,) float64 events counted per behaviour (for global conversion rates)."""
+        return np.array([len(k) for k in self.by_behavior], dtype=np.float64)
+
+    def counts(self, items: np.ndarray, t_query: np.ndarray | float) -> np.ndarray:
+        """(…, NB + 1) float64: count of each behaviour on the item before t_query, and events on it in the
+        week before t_query. ``t_query`` (ms) broadcasts against ``items``; +inf = now."""
         items = np.asarray(items, dtype=np.int64)
         t = np.broadcast_to(np.asarray(t_query, dtype=np.float64), items.shape)
         t = np.where(np.isfinite(t), t, self.t_end)
         base = items << _TIME_BITS
         q = base | self._offset(t)
-        out = np.empty((*items.shape, self.n_features), dtype=np.float32)
+        out = np.empty((*items.shape, self.n_features), dtype=np.float64)
         for b, keys in enumerate(self.by_behavior):
             out[..., b] = np.searchsorted(keys, q) - np.searchsorted(keys, base)
         week_ago = base | self._offset(t - RECENT_MS)
         out[..., -1] = np.searchsorted(self.all, q) - np.searchsorted(self.all, week_ago)
-        return np.log1p(out)
+        return out
+
+    def features(self, items: np.ndarray, t_query: np.ndarray | float) -> np.ndarray:
+        """(…, NB + 1) float32 log1p of :meth:`counts` (what the behaviour head reads)."""
+        return np.log1p(self.counts(items, t_query)).astype(np.float32)
 
 
 # ---- training candidates (torch, per batch of windows) -------------------------------------------------
@@ -359,3 +368,96 @@ def training_candidates(
     t_next = timestamps[:, 1:, None].numpy()
     feats = torch.from_numpy(stats.features(cand.numpy(), t_next))
     return TrainingCandidates(items=cand, labels=labels, mask=mask, stats=feats)
+
+
+# ---- hand-made (history, candidate) features ------------------------------------------------------------
+
+NEVER_EVENTS = float(np.log1p(1e5))  # "events since" / "seconds since" for items never touched: beyond any
+NEVER_SECONDS = float(np.log1p(10 * 365 * 86_400))  # real value, yet finite for a standard scaler
+RATE_SMOOTHING = 5.0  # pseudo-count of first-behaviour events pulling conversion rates to the global one
+
+
+def n_pair_features(n_behaviors: int) -> int:
+    """Width of :func:`pair_features` for NB behaviours."""
+    return 5 * n_behaviors + 2
+
+
+def pair_features(
+    seqs: Sequences,
+    hist_start: np.ndarray,
+    hist_end: np.ndarray,
+    rows: np.ndarray,
+    items: np.ndarray,
+    item_counts: np.ndarray,
+    rate_prior: np.ndarray,
+) -> np.ndarray:
+    """(T, 5 NB + 2) float32 features of candidate ``items[j]`` for the history ``rows[j]``.
+
+    For behaviours b = 1 … NB: log1p count of b on the candidate in the history; log1p events and log1p
+    seconds since the last interaction with it (to the history's end; a large constant if never); one-hot
+    behaviour of that last interaction; the item's log1p count of b (``item_counts``, (T, NB): as known
+    when the prediction is made); its conversion rates count(b) / count(first behaviour) for b ≥ 2,
+    smoothed towards ``rate_prior`` (NB - 1,); the user's log1p history length and log1p count of b.
+
+    Vectorised: every history event gets the key ``row * n_cols + item``; one stable sort groups them, so
+    per-(row, item) counts and last interactions are group sums and group ends, and each candidate finds
+    its group by binary search (a sentinel group stands for "never touched").
+    """
+    item_counts = np.asarray(item_counts, dtype=np.float64)
+    nb = item_counts.shape[1]
+    hist_start = np.asarray(hist_start, dtype=np.int64)
+    hist_end = np.asarray(hist_end, dtype=np.int64)
+    rows, items = np.asarray(rows, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    ev_row, pos = expand_spans(hist_start, hist_end)
+    ev_item = np.asarray(seqs.items)[pos].astype(np.int64)
+    n_cols = int(max(ev_item.max(initial=0), items.max(initial=0))) + 1
+    ev_beh = np.asarray(seqs.behaviors)[pos].astype(np.int64).clip(1, nb) - 1
+    ev_key = ev_row * n_cols + ev_item
+    order = np.argsort(ev_key, kind="stable")  # within a key, positions stay increasing
+    keys, first = np.unique(ev_key[order], return_index=True)
+    group = np.repeat(np.arange(len(keys)), np.diff(np.append(first, len(order))))
+    pair_counts = np.bincount(group * nb + ev_beh[order], minlength=(len(keys) + 1) * nb).reshape(-1, nb)
+    last = order[np.append(first, len(order))[1:] - 1]  # each group's last event (none if no events)
+    last_pos, last_beh = np.append(pos[last], 0), np.append(ev_beh[last], -1)
+
+    idx = lookup(keys, rows * n_cols + items)
+    found = idx < len(keys)
+    timestamps = np.append(np.asarray(seqs.timestamps), 0)  # + a slot read only for empty histories
+    age = hist_end[rows] - 1 - last_pos[idx]
+    seconds = (timestamps[np.maximum(hist_end - 1, 0)][rows] - timestamps[last_pos[idx]]) / 1000.0
+    user_counts = np.bincount(ev_row * nb + ev_beh, minlength=len(hist_start) * nb).reshape(-1, nb)
+    return np.column_stack(
+        [
+            np.log1p(pair_counts[idx]),
+            np.where(found, np.log1p(np.maximum(age, 0)), NEVER_EVENTS),
+            np.where(found, np.log1p(np.maximum(seconds, 0.0)), NEVER_SECONDS),
+            last_beh[idx][:, None] == np.arange(nb)[None, :],
+            np.log1p(item_counts),
+            (item_counts[:, 1:] + RATE_SMOOTHING * np.asarray(rate_prior)[None, :])
+            / (item_counts[:, :1] + RATE_SMOOTHING),
+            np.log1p(hist_end - hist_start)[rows],
+            np.log1p(user_counts)[rows],
+        ]
+    ).astype(np.float32)
+
+
+def rate_prior(totals: np.ndarray) -> np.ndarray:
+    """(NB - 1,) global conversion rates count(b) / count(first behaviour) from per-behaviour totals (NB,)."""
+    totals = np.asarray(totals, dtype=np.float64)
+    return (totals[1:] + 1.0) / (totals[0] + 1.0)
+
+
+def expand_spans(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, event position) of every event in the spans ``[starts[r], ends[r])``, row by row in order."""
+    lengths = np.maximum(ends - starts, 0)
+    row = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
+    begin = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return row, np.arange(len(row), dtype=np.int64) - np.repeat(begin - starts, lengths)
+
+
+def lookup(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Index of each query in sorted ``keys``; ``len(keys)`` (a sentinel slot) where it is absent."""
+    idx = np.searchsorted(keys, query)
+    present = idx < len(keys)
+    present[present] = keys[idx[present]] == query[present]
+    return np.where(present, idx, len(keys))

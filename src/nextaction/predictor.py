@@ -27,8 +27,16 @@ import torch
 
 from nextaction import explain as ex
 from nextaction.batches import Batch, from_lists
+from nextaction.behaviors import (
+    SHORTLIST,
+    BehaviorRanker,
+    candidate_signals,
+    probabilities,
+    rerank_for_behavior,
+    user_states,
+)
 from nextaction.checkpoint import load_model
-from nextaction.data.dataset import PreparedDataset
+from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import BEHAVIOR, DEFAULT_BEHAVIOR, ITEM_ID, SPLIT_NAMES, TIMESTAMP
 from nextaction.errors import InputError
 from nextaction.explain import Explanation
@@ -53,6 +61,7 @@ class Predictor:
         self.last_unknown: list[str] = []
         self.last_unknown_items: list[str] = []
         self.calibration: dict[str, dict[str, float]] | None = config.get("calibration")
+        self.ranker = BehaviorRanker.from_dict(config.get("behavior_ranker"))
         self._item_stats: Any = None  # candidates.ItemStats, built on first behaviour prediction
         self._popularity: torch.Tensor | None = None
         self._index: Any = None  # retrieval.ExactIndex / FaissIndex once use_index() is called
@@ -291,10 +300,19 @@ class Predictor:
             self._item_stats = ItemStats(self.data.seqs, len(self.behaviors), exclude_split=None)
         return self._item_stats
 
+    def _one_history(self, history: Iterable[Event]) -> Sequences:
+        """A history as a one-user Sequences (the whole history: the ranker's counts read all of it)."""
+        items, behaviors, times = self.encode(history)
+        return Sequences(
+            offsets=np.array([0, len(items)], dtype=np.int64),
+            items=items.astype(np.int32),
+            behaviors=behaviors.astype(np.int8),
+            timestamps=times.astype(np.int64),
+            split=np.zeros(len(items), dtype=np.int8),
+        )
+
     def _probs(self, logits: np.ndarray) -> np.ndarray:
         """Raw (…, NB) behaviour logits -> calibrated probabilities (plain sigmoid if never calibrated)."""
-        from nextaction.behaviors import probabilities
-
         return probabilities(logits, self.calibration, self.data.behaviors)
 
     @torch.no_grad()
@@ -307,19 +325,17 @@ class Predictor:
         map to None and are listed in :attr:`last_unknown_items`.
         """
         stats = self._require_head()
-        items, behaviors, times = self.encode(history)
-        batch = from_lists([items], [behaviors], [times], self.model.cfg.max_len)
+        seqs = self._one_history(history)
         idx = [self._item_idx.get(str(i)) for i in item_ids]
         known = [i for i in idx if i is not None]
         self.last_unknown_items = [str(i) for i, j in zip(item_ids, idx, strict=True) if j is None]
         probs = np.zeros((0, len(self.behaviors)))
         if known:
-            h = self.model(batch.items, batch.behaviors, batch.timestamps)
-            upto = (batch.mask.sum(dim=1) - 1)[:, None]  # the last event kept (histories are cut to max_len)
-            cand = torch.tensor(known, dtype=torch.long)[None, None, :]
-            feats = torch.from_numpy(stats.features(cand.numpy(), np.inf))
-            logits = self.model.behavior_logits(h, batch.items, batch.behaviors, cand, upto, feats)[0, 0]
-            probs = self._probs(logits.float().numpy())
+            span = (np.array([0]), np.array([len(seqs.items)]))
+            states = user_states(self.model, seqs, *span)
+            cand = np.asarray([known], dtype=np.int64)
+            head, x = candidate_signals(self.model, seqs, *span, states, cand, np.array([np.inf]), stats)
+            probs = self._probs((head if self.ranker is None else self.ranker(x))[0])
         out: dict[str, dict[str, float] | None] = {}
         row = 0
         for item, j in zip(item_ids, idx, strict=True):
@@ -334,15 +350,21 @@ class Predictor:
     def _recommend_for_behavior(
         self, history: list[Event], k: int, behavior: str, exclude_seen: bool
     ) -> list[tuple[str, float]]:
-        from nextaction.behaviors import SHORTLIST, rerank_for_behavior
-
         stats = self._require_head()
         b = self.behavior_index(behavior)
-        items, behaviors, times = self.encode(history)
-        batch = from_lists([items], [behaviors], [times], self.model.cfg.max_len)
+        seqs = self._one_history(history)
+        items = np.asarray(seqs.items, dtype=np.int64)
         s = torch.from_numpy(
             rerank_for_behavior(
-                self.model, batch, b, shortlist=max(SHORTLIST, k), stats=stats, t_query=np.array([np.inf])
+                self.model,
+                seqs,
+                np.array([0]),
+                np.array([len(items)]),
+                b,
+                shortlist=max(SHORTLIST, k),
+                stats=stats,
+                t_query=np.array([np.inf]),
+                ranker=self.ranker,
             )[0]
         )
         if exclude_seen:

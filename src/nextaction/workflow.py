@@ -170,7 +170,7 @@ def train_model(
             exclude_seen = (
                 default_exclude_seen(data) if train_cfg.exclude_seen is None else train_cfg.exclude_seen
             )
-            calibration = calibrate_model(model, data) if model.behavior is not None else None
+            behavior_stage = calibrate_model(model, data)
             new_items = new_item_offset(model, data, train_cfg, exclude_seen=exclude_seen)
             if new_items is not None:
                 log(
@@ -189,7 +189,7 @@ def train_model(
                     "train_seconds": round(state.seconds, 1),
                     "learned_valid_events": state.learned_valid_events,
                     "best_valid_score": state.best_ndcg,  # NDCG@10 (+ mean behaviour AUC with a head)
-                    "calibration": calibration,
+                    **behavior_stage,
                     "new_item_offset": new_items,
                     "text": text_info,
                     "world_size": info.world_size,
@@ -272,20 +272,37 @@ def new_item_offset(
     return fit_new_item_offset(model, seqs, exclude_seen=exclude_seen, tolerance=train_cfg.new_item_tolerance)
 
 
-def calibrate_model(model: Any, data: PreparedDataset) -> dict[str, dict[str, float]] | None:
-    """Platt scaling + max-F1 thresholds of the behaviour head on the valid window (None without one)."""
+def calibrate_model(model: Any, data: PreparedDataset) -> dict[str, Any]:
+    """The behaviour stage fitted on the valid window: ``behavior_ranker`` (behaviors.BehaviorRanker as a
+    dict) and ``calibration`` (Platt scaling + max-F1 thresholds of its scores); both None without a head
+    or without a valid window."""
     from nextaction.behaviors import ModelBehaviorScorer, calibrate, eval_setup
 
+    none: dict[str, Any] = {"behavior_ranker": None, "calibration": None}
+    if model.behavior is None:
+        return none
     setup = eval_setup(data)
     if len(setup.valid) == 0:
-        return None
-    scores = ModelBehaviorScorer(model).behavior_scores(data.seqs, setup.valid)
-    return calibrate(scores, setup.valid.labels, data.behaviors)
+        return none
+    scorer = ModelBehaviorScorer(model).fit(data, train=setup.valid)
+    assert scorer.ranker is not None
+    scores = scorer.behavior_scores(data.seqs, setup.valid)
+    return {
+        "behavior_ranker": scorer.ranker.to_dict(),
+        "calibration": calibrate(scores, setup.valid.labels, data.behaviors),
+    }
 
 
-def evaluate_behaviors(model: Any, data: PreparedDataset, *, baselines: bool = False) -> dict[str, Any]:
-    """The behaviour-prediction protocol of behaviors.py for the model (and the behaviour baselines)."""
+def evaluate_behaviors(
+    model: Any, data: PreparedDataset, *, ranker: dict[str, Any] | None = None, baselines: bool = False
+) -> dict[str, Any]:
+    """The behaviour-prediction protocol of behaviors.py for the model (and the behaviour baselines).
+
+    ranker: the model's saved behaviour ranker (config ``behavior_ranker``); without one it is fitted on
+    the valid window here, as :func:`calibrate_model` does after training.
+    """
     from nextaction.behaviors import (
+        BehaviorRanker,
         ModelBehaviorScorer,
         behavior_protocol,
         eval_setup,
@@ -293,7 +310,8 @@ def evaluate_behaviors(model: Any, data: PreparedDataset, *, baselines: bool = F
     )
 
     setup = eval_setup(data)
-    result: dict[str, Any] = evaluate_behavior_scorer(ModelBehaviorScorer(model), data, setup)
+    scorer = ModelBehaviorScorer(model, ranker=BehaviorRanker.from_dict(ranker))
+    result: dict[str, Any] = evaluate_behavior_scorer(scorer, data, setup)
     result["protocol"] = behavior_protocol(data, setup)
     if baselines:
         from nextaction.behavior_baselines import default_behavior_baselines
@@ -373,7 +391,9 @@ def evaluate_dir(
             for b in default_baselines(data)
         }
     if model.behavior is not None and split == "test":
-        result["behaviors"] = evaluate_behaviors(model, data, baselines=baselines)
+        result["behaviors"] = evaluate_behaviors(
+            model, data, ranker=config.get("behavior_ranker"), baselines=baselines
+        )
     return result
 
 
