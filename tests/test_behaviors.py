@@ -8,14 +8,16 @@ import torch
 
 from factories import funnel_dataset
 from nextaction.behaviors import (
+    BehaviorRanker,
     ModelBehaviorScorer,
     Platt,
     calibrate,
     eval_setup,
     evaluate_behavior_scorer,
+    n_ranker_features,
     probabilities,
 )
-from nextaction.metrics import log_loss
+from nextaction.metrics import auc, log_loss
 from nextaction.model import ModelConfig, NextActionModel
 from nextaction.train import TrainConfig, fit
 
@@ -124,3 +126,32 @@ def test_head_is_causal_and_empty_history_is_defined():
             model(empty, empty, empty), empty, empty, cand[:1, :1], torch.tensor([[-1]]), feats[:1, :1]
         )
     assert torch.isfinite(z).all()
+
+
+def test_ranker_recovers_a_known_rule():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5000, 3)) * np.array([1.0, 10.0, 0.0]) + np.array([0.0, 5.0, 2.0])  # col 2 constant
+    y = np.stack([rng.random(5000) < 1 / (1 + np.exp(-(2 * x[:, 0] - 0.2 * x[:, 1]))), np.zeros(5000)], 1)
+    r = BehaviorRanker.fit(x, y)
+    w = np.asarray(r.coef)
+    assert w[0, 0] > 0.5 and w[0, 1] < -0.5 and abs(w[0, 2]) < 1e-9  # standardised: both rules found
+    assert np.all(w[1] == 0) and r(x)[0, 1] < -8  # a behaviour never seen: its (clipped) base rate
+    assert np.isfinite(r(x)).all()
+    again = BehaviorRanker.from_dict(r.to_dict())
+    assert again == r and np.array_equal(again(x), r(x))
+    assert BehaviorRanker.from_dict(None) is None
+
+
+def test_ranker_is_fitted_on_the_valid_window_and_ranks_the_test_window(trained):
+    data, model = trained
+    setup = eval_setup(data, ratio=5)
+    scorer = ModelBehaviorScorer(model)
+    head = scorer.behavior_scores(data.seqs, setup.test)  # no ranker yet: the head's logits
+    scorer.fit(data, train=setup.valid)
+    assert scorer.ranker is not None and len(scorer.ranker.mean) == n_ranker_features(3)
+    ranked = scorer.behavior_scores(data.seqs, setup.test)
+    assert ranked.shape == head.shape and not np.allclose(ranked, head)
+    for k in range(3):
+        assert auc(ranked[:, k], setup.test.labels[:, k]) > 0.8
+    # fitting is deterministic: the same window gives the same ranker
+    assert ModelBehaviorScorer(model).fit(data, train=setup.valid).ranker == scorer.ranker

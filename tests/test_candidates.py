@@ -7,11 +7,14 @@ import torch
 
 from factories import funnel_dataset
 from nextaction.candidates import (
+    NEVER_EVENTS,
+    pair_features,
     primary_behavior,
     training_candidates,
     window_candidates,
     window_popularity,
 )
+from nextaction.data.dataset import Sequences
 from nextaction.data.schema import TEST, VALID
 
 
@@ -155,3 +158,36 @@ def test_item_stats_count_only_the_past():
     np.testing.assert_allclose(f[:, 2], [0, 1, 2, 0])  # any behaviour within the last week
     everything = ItemStats(seqs, 2, exclude_split=None)
     assert np.expm1(everything.features(np.array([2]), np.inf))[0, 0] == 1
+
+
+def test_pair_features_count_the_history_and_handle_empty_ones():
+    # one user: view 7, view 3, cart 7 (at 0, 1, 2 s); a second user with no events
+    seqs = Sequences(
+        offsets=np.array([0, 3, 3]),
+        items=np.array([7, 3, 7], dtype=np.int32),
+        behaviors=np.array([1, 1, 2], dtype=np.int8),
+        timestamps=np.array([0, 1000, 2000]),
+        split=np.zeros(3, dtype=np.int8),
+    )
+    counts = np.array([[10.0, 2.0], [0.0, 0.0], [4.0, 0.0]])  # item counts of view, cart per candidate
+    x = pair_features(
+        seqs,
+        np.array([0, 3]),
+        np.array([3, 3]),
+        np.array([0, 0, 1]),
+        np.array([7, 5, 7]),
+        counts,
+        np.array([0.1]),
+    )
+    nb = 2
+    assert x.shape == (3, 5 * nb + 2)
+    np.testing.assert_allclose(x[0, :nb], np.log1p([1, 1]))  # item 7: one view, one cart
+    assert x[0, nb] == 0.0 and x[0, nb + 1] == 0.0  # last touched 0 events / 0 s before the history's end
+    np.testing.assert_array_equal(x[0, nb + 2 : nb + 4], [0, 1])  # last behaviour on it: cart
+    np.testing.assert_allclose(x[0, nb + 4 : nb + 6], np.log1p([10, 2]))
+    np.testing.assert_allclose(x[0, nb + 6], (2 + 5 * 0.1) / (10 + 5), rtol=1e-6)  # smoothed cart rate
+    np.testing.assert_allclose(x[0, -3:], np.log1p([3, 2, 1]))  # history length, views, carts
+    for row in (1, 2):  # never touched (item 5), or no history at all (user 2)
+        assert np.all(x[row, :nb] == 0) and x[row, nb] == np.float32(NEVER_EVENTS)
+        assert np.all(x[row, nb + 2 : nb + 4] == 0)
+    np.testing.assert_allclose(x[2, -3:], 0.0)

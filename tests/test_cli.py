@@ -142,6 +142,8 @@ def test_multi_behaviour_log_trains_predicts_and_evaluates_behaviours(tmp_path, 
     config = json.loads((model / "config.json").read_text())
     assert config["model"]["behavior_head"] is True and config["exclude_seen"] is False
     assert set(config["calibration"]) == {"view", "cart", "buy"}
+    ranker = config["behavior_ranker"]  # the second stage, fitted on the valid window with the calibration
+    assert len(ranker["coef"]) == 3 and len(ranker["mean"]) == len(ranker["coef"][0])
 
     code, out, err = run(["evaluate", str(model), "--json"], capsys)
     assert code == 0, err

@@ -306,13 +306,16 @@ def test_item_contributions_remove_all_events_of_an_item(p):
 @pytest.fixture(scope="module")
 def funnel_dir(tmp_path_factory):
     from factories import funnel_dataset
+    from nextaction.workflow import calibrate_model
 
     out = tmp_path_factory.mktemp("funnel_explain")
     data = funnel_dataset(n_users=80, length=20, seed=2)
     mc = ModelConfig(n_items=data.n_items, n_behaviors=len(data.behaviors), dim=16, behavior_head=True)
     tc = TrainConfig(epochs=2, batch_size=32, warmup_steps=5, precision="fp32", threads=1)
     model, _ = fit(data, mc, tc, out_dir=out)
-    save_model(out, model, tc, {"exclude_seen": False, "calibration": {"buy": {"a": 1.3, "c": -0.2}}})
+    stage = calibrate_model(model, data)  # the ranker and its calibration, as `train` saves them
+    assert stage["behavior_ranker"] is not None
+    save_model(out, model, tc, {"exclude_seen": False, **stage})
     data.save(out / "data")
     return out
 

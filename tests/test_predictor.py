@@ -103,6 +103,11 @@ def test_predict_gives_calibrated_probabilities_per_behaviour(funnel_dir):
     assert set(p.predict([], ["i1"])["i1"]) == {"view", "cart", "buy"}
     long = history * (p.model.cfg.max_len // max(1, len(history)) + 2)
     assert set(p.predict(long, ["i1"])["i1"]) == {"view", "cart", "buy"}
+    # the probabilities come from the ranker saved with the model, not from the head alone
+    assert p.ranker is not None
+    ranked = p.predict(history, ["i1", "i2"])
+    p.ranker = None
+    assert p.predict(history, ["i1", "i2"]) != ranked
 
 
 def test_recommend_for_a_behaviour(funnel_dir):

@@ -1,14 +1,18 @@
-"""Behaviour prediction around the model: score candidates, calibrate, evaluate, rank for a behaviour.
+"""Behaviour prediction around the model: score candidates, rank, calibrate, evaluate.
 
     P(view), P(cart), P(buy) … of user U on candidate items = sigmoid(a_b · logit_b + c_b)
 
-where ``logit_b`` comes from the model's behaviour head (or a baseline) and (a_b, c_b) is a Platt scaling
-fitted per behaviour on the validation window, which has the same construction as the test window. The
-threshold that maximises F1 on validation is kept with it and reused on test.
+For the model, ``logit_b`` is the second stage's: a :class:`BehaviorRanker` (a logistic regression per
+behaviour) over the transformer's signals — the behaviour head's logits, the next-item logit and
+log-probability — and the log's counts (:func:`candidates.pair_features`). It is fitted after training on
+the validation window, which has the test window's construction; the head alone answers a neighbouring
+question (what happens within the next 16 events of a training position) and is what the ranker corrects.
+For a baseline, ``logit_b`` is its own score. (a_b, c_b) is a Platt scaling fitted per behaviour on the
+validation window; the threshold that maximises F1 there is kept with it and reused on test.
 
 "Items U will buy next" over the whole catalogue is two-stage: the next-item scores shortlist the top
 items, the user's own history items join them (repeat purchases are the main pattern of shops), and the
-behaviour head orders the shortlist by P(buy). Every catalogue item still gets a score — shortlisted ones
+behaviour logit orders the shortlist by P(buy). Every catalogue item still gets a score — shortlisted ones
 above all others — so the full-ranking metrics stay full-ranking.
 """
 
@@ -487,6 +491,10 @@ def behavior_protocol(data: PreparedDataset, setup: BehaviorEvalSetup) -> dict[s
         ),
         "users": len(setup.test),
         "candidates_total": len(setup.test.items),
+        "model_scores": (
+            "nextaction: a logistic regression per behaviour over the head's logits, the next-item logit and "
+            "log-probability and hand-made counts, fitted on the valid window (baselines: their own scores)"
+        ),
         "calibration": "Platt scaling per behaviour fitted on the valid window (same construction)",
         "threshold": "the probability maximising F1 on the valid window",
         "ece_bins": ECE_BINS,

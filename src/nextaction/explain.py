@@ -49,6 +49,9 @@ import torch
 import torch.nn.functional as F
 
 from nextaction.batches import Batch
+from nextaction.behaviors import BehaviorRanker, candidate_signals, user_states
+from nextaction.candidates import ItemStats
+from nextaction.data.dataset import Sequences
 from nextaction.model import PAD, NextActionModel
 
 METHODS = ("occlusion", "rollout")
@@ -223,24 +226,36 @@ def behavior_scorer(
     model: NextActionModel,
     item_idx: int,
     behavior_col: int,
-    item_stats: np.ndarray,
+    stats: ItemStats,
+    ranker: BehaviorRanker | None,
     to_probability: Callable[[np.ndarray], np.ndarray],
 ) -> ScoreFn:
     """Batch -> (B,) calibrated P(behaviour on the item) after each row (``Predictor.predict``'s number).
 
-    behavior_col: the behaviour's column among the head's NB outputs (behaviour index − 1); item_stats:
-    (NB + 1,) the item's ItemStats features now; to_probability: (B, NB) raw logits -> (B, NB) probabilities.
+    behavior_col: the behaviour's column among the NB outputs (behaviour index − 1); stats: the item
+    statistics as of now; ranker: the model's second stage (None = the head's logits); to_probability:
+    (B, NB) raw logits -> (B, NB) probabilities. The ranker's history counts read the batch's events, i.e.
+    the last ``max_len`` events (the whole history for shorter ones, as ``predict`` reads it).
     """
 
     @torch.no_grad()
     def score(batch: Batch) -> np.ndarray:
-        B = batch.items.shape[0]
-        h = model(batch.items, batch.behaviors, batch.timestamps)
-        upto = (batch.mask.sum(dim=1) - 1)[:, None]  # (B, 1) last visible event; -1 = empty history
-        cand = torch.full((B, 1, 1), item_idx, dtype=torch.long)
-        stats = torch.from_numpy(np.asarray(item_stats, dtype=np.float32)).expand(B, 1, 1, -1)
-        logits = model.behavior_logits(h, batch.items, batch.behaviors, cand, upto, stats)[:, 0, 0]
-        return np.asarray(to_probability(logits.double().numpy()), dtype=np.float64)[:, behavior_col]
+        mask = batch.mask.numpy()
+        lengths = mask.sum(axis=1)
+        seqs = Sequences(
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            items=batch.items.numpy()[mask].astype(np.int32),
+            behaviors=batch.behaviors.numpy()[mask].astype(np.int8),
+            timestamps=batch.timestamps.numpy()[mask].astype(np.int64),
+            split=np.zeros(int(lengths.sum()), dtype=np.int8),
+        )
+        B = len(lengths)
+        starts, ends = seqs.offsets[:-1], seqs.offsets[1:]
+        states = user_states(model, seqs, starts, ends)
+        cand = np.full((B, 1), item_idx, dtype=np.int64)
+        head, x = candidate_signals(model, seqs, starts, ends, states, cand, np.full(B, np.inf), stats)
+        logits = head[:, 0] if ranker is None else ranker(x[:, 0])
+        return np.asarray(to_probability(logits.astype(np.float64)), dtype=np.float64)[:, behavior_col]
 
     return score
 

@@ -438,9 +438,7 @@ class Predictor:
                 )
             stats = self._require_head()
             b = self.behavior_index(behavior)
-            score_fn = ex.behavior_scorer(
-                self.model, target, b - 1, stats.features(np.array([target]), np.inf)[0], self._probs
-            )
+            score_fn = ex.behavior_scorer(self.model, target, b - 1, stats, self.ranker, self._probs)
         item_values = None  # rollout: the sum of each item's event shares
         if method == "occlusion":
             score, values, by_item = ex.occlusion(score_fn, items, behaviors, times, max_len)
