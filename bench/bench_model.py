@@ -207,15 +207,28 @@ def markdown(results: dict[str, dict], recbole_measured: dict[str, float | None]
     return "\n".join(lines)
 
 
+NOTES_MARK = "<!-- notes: kept when the section is regenerated -->"
+
+
 def write_section(text: str, section: str = "## Next-item model") -> None:
-    """Replace (or append) one ``## …`` section of BENCHMARKS.md, atomically."""
+    """Replace (in place) or append one ``## …`` section of BENCHMARKS.md, atomically.
+
+    Hand-written notes of the old section below the line ``NOTES_MARK`` are kept after the new text.
+    """
     path = ROOT / "BENCHMARKS.md"
     current = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = text.rstrip() + "\n"
     start = current.find(section)
-    if start >= 0:
+    if start < 0:
+        updated = current.rstrip() + "\n\n" + block
+    else:
         end = current.find("\n## ", start + 3)
-        current = current[:start] + (current[end + 1 :] if end >= 0 else "")
-    updated = current.rstrip() + "\n\n" + text.rstrip() + "\n"
+        end = len(current) if end < 0 else end + 1
+        old = current[start:end]
+        if (mark := old.find(NOTES_MARK)) >= 0:
+            block += "\n" + old[mark:].rstrip() + "\n"
+        tail = current[end:]
+        updated = current[:start] + block + ("\n" + tail if tail else "")
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(updated)
     tmp.replace(path)

@@ -299,7 +299,7 @@ class ModelBehaviorScorer:
 
     def fit(self, data: PreparedDataset, *, train: CandidateSet) -> Self:
         if self.ranker is None:
-            _, x = self._signals(data.seqs, train)
+            _, x = self.signals(data.seqs, train)
             self.ranker = BehaviorRanker.fit(x, train.labels)
         return self
 
@@ -309,7 +309,7 @@ class ModelBehaviorScorer:
         return self.stats
 
     @torch.no_grad()
-    def _signals(self, seqs: Sequences, cands: CandidateSet) -> tuple[np.ndarray, np.ndarray]:
+    def signals(self, seqs: Sequences, cands: CandidateSet) -> tuple[np.ndarray, np.ndarray]:
         """Head logits (T, NB) and ranker features (T, F) of every candidate, users in chunks."""
         model = self.model
         model.eval()
@@ -335,7 +335,7 @@ class ModelBehaviorScorer:
         return head, x
 
     def behavior_scores(self, seqs: Sequences, cands: CandidateSet) -> np.ndarray:
-        head, x = self._signals(seqs, cands)
+        head, x = self.signals(seqs, cands)
         return head if self.ranker is None else self.ranker(x)
 
     def rank_scores(
