@@ -117,6 +117,7 @@ def probabilities(
 
 # ---- the second stage: a ranker fitted on the validation window ------------------------------------------
 
+SCORE_BUDGET = 1 << 25  # next-item scores held at once when scoring candidate sets (floats)
 RANKER_C = 0.1  # inverse L2 strength; grouped 5-fold CV on the valid windows of RetailRocket and MovieLens
 
 
@@ -205,7 +206,7 @@ class UserStates:
     h: torch.Tensor  # (C, L, D)
     upto: torch.Tensor  # (C, 1) index of the last history event, -1 if none
     scores: torch.Tensor  # (C, n_items + 1) next-item logits (column 0 = -inf)
-    log_probs: torch.Tensor  # (C, n_items + 1) their log-softmax
+    log_norm: torch.Tensor  # (C, 1) logsumexp of the scores: log P(next = i) = scores[:, i] - log_norm
 
 
 @torch.no_grad()
@@ -220,7 +221,7 @@ def user_states(
     n = batch.mask.sum(dim=1)
     last = h[torch.arange(len(h), device=dev), (n - 1).clamp(min=0)].masked_fill((n == 0)[:, None], 0.0)
     scores = model.score_all(last).float()
-    return UserStates(batch, h, (n - 1)[:, None], scores, torch.log_softmax(scores, dim=1))
+    return UserStates(batch, h, (n - 1)[:, None], scores, torch.logsumexp(scores, dim=1, keepdim=True))
 
 
 @torch.no_grad()
@@ -249,7 +250,8 @@ def candidate_signals(
     head = model.behavior_logits(states.h, b.items, b.behaviors, cand_t, states.upto, feats)[:, 0]
     head_np = head.float().cpu().numpy()
     idx = torch.from_numpy(cand).to(dev)
-    nxt = torch.stack([states.scores.gather(1, idx), states.log_probs.gather(1, idx)], dim=-1)
+    logit = states.scores.gather(1, idx)
+    nxt = torch.stack([logit, logit - states.log_norm], dim=-1)
     pair = pair_features(
         seqs,
         hist_start,
@@ -318,7 +320,9 @@ class ModelBehaviorScorer:
         nb = model.cfg.n_behaviors - 1
         head = np.zeros((len(cands.items), nb), dtype=np.float32)
         x = np.zeros((len(cands.items), n_ranker_features(nb)), dtype=np.float32)
-        for rows in chunks(len(cands), self.chunk):
+        # a chunk's next-item scores are (rows, n_items + 1) floats: at most ~32 M of them (128 MB)
+        rows_per_chunk = max(1, min(self.chunk, SCORE_BUDGET // (model.cfg.n_items + 1)))
+        for rows in chunks(len(cands), rows_per_chunk):
             hs, he = cands.hist_start[rows], cands.hist_end[rows]
             states = user_states(model, seqs, hs, he)
             items, valid = cands.padded(rows)
