@@ -143,6 +143,7 @@ class BehaviorRanker:
     scale: tuple[float, ...]
     coef: tuple[tuple[float, ...], ...]  # (NB, F)
     intercept: tuple[float, ...]  # (NB,)
+    c: float = RANKER_C  # the inverse L2 strength it was fitted with (a record; not used to score)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(…, F) features -> (…, NB) float32 logits."""
@@ -175,6 +176,7 @@ class BehaviorRanker:
             scale=tuple(float(v) for v in scale),
             coef=tuple(coef),
             intercept=tuple(intercept),
+            c=c,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,7 +185,7 @@ class BehaviorRanker:
             "scale": list(self.scale),
             "coef": [list(r) for r in self.coef],
             "intercept": list(self.intercept),
-            "c": RANKER_C,
+            "c": self.c,
         }
 
     @classmethod
@@ -195,6 +197,7 @@ class BehaviorRanker:
             scale=tuple(d["scale"]),
             coef=tuple(tuple(r) for r in d["coef"]),
             intercept=tuple(d["intercept"]),
+            c=float(d.get("c", RANKER_C)),
         )
 
 
