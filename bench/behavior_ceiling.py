@@ -5,7 +5,9 @@
 For each test user's first conversion event (buy, …): is the item already in their history, and where do
 two history-only rules rank it: most recent interaction first, and "items with a stronger-than-first
 behaviour (cart) first, then by recency"? Items outside the history count as misses. Prints HR@10,
-NDCG@10 and the share of users with the item at rank 1, i.e. what the +10% next-buy target asks for.
+NDCG@10 and the share of users with the item at rank 1, i.e. what the +10% next-buy target asks for; then
+how often the target is one of several items converted at the same moment, and the NDCG@10 an oracle
+could reach then (:func:`transaction_ceiling`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from nextaction.candidates import primary_behavior
 from nextaction.data.dataset import PreparedDataset
 from nextaction.data.schema import TEST
-from nextaction.evaluate import eval_examples
+from nextaction.evaluate import EvalExamples, eval_examples
 
 MISS = 10**9
 
@@ -50,6 +52,34 @@ def main() -> None:
         r = np.asarray(ranks, dtype=np.float64)
         ndcg = np.where(r < 10, 1.0 / np.log2(r + 2), 0.0).mean()
         print(f"{name}: HR@10 {(r < 10).mean():.4f}  NDCG@10 {ndcg:.4f}  rank 1 {(r == 0).mean():.3f}")
+    transaction_ceiling(data, ex, target)
+
+
+def transaction_ceiling(data: PreparedDataset, ex: EvalExamples, target: int) -> None:
+    """Ties in the target itself: items converted at the very same moment (one multi-item order).
+
+    The target is the *first* such event, and events of one moment keep the source file's row order, which
+    no model sees. An oracle that knows the order's items but not their row order puts them in the top k
+    in random order: its expected NDCG@10 is the mean of 1/log2(r + 1), r = 1 … k. Printed with items
+    outside the history scored as hits (a generous bound) and as misses (history-only rankers).
+    """
+    items, behaviors = np.asarray(data.seqs.items), np.asarray(data.seqs.behaviors)
+    times, offsets = np.asarray(data.seqs.timestamps), np.asarray(data.seqs.offsets)
+    shared, generous, history_only = [], [], []
+    for start, end in zip(ex.hist_start, ex.hist_end, strict=True):
+        user_end = offsets[np.searchsorted(offsets, end, side="right")]
+        pos = np.arange(end, user_end)
+        same = pos[(behaviors[pos] == target) & (times[pos] == times[end])]
+        k = len(set(items[same].tolist()))
+        expected = sum(1.0 / np.log2(r + 1) for r in range(1, min(k, 10) + 1)) / k
+        shared.append(k > 1)
+        generous.append(expected)
+        history_only.append(expected if int(items[end]) in set(items[start:end].tolist()) else 0.0)
+    print(
+        f"first '{data.behaviors[target]}' shares its timestamp with another converted item: "
+        f"{np.mean(shared):.3f} of users; oracle NDCG@10 knowing the order's items but not their row order: "
+        f"{np.mean(generous):.4f} (items outside the history missed: {np.mean(history_only):.4f})"
+    )
 
 
 if __name__ == "__main__":
