@@ -15,15 +15,35 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from nextaction.behavior_baselines import default_behavior_baselines
-from nextaction.behaviors import BehaviorRanker, ModelBehaviorScorer, calibrate, eval_setup, probabilities
+from nextaction.behaviors import (
+    BehaviorEvalSetup,
+    BehaviorRanker,
+    ModelBehaviorScorer,
+    calibrate,
+    eval_setup,
+    probabilities,
+)
 from nextaction.candidates import primary_behavior
 from nextaction.checkpoint import load_model
 from nextaction.data.dataset import PreparedDataset
 from nextaction.metrics import auc
+
+
+def load_behavior_model(
+    model_dir: str,
+) -> tuple[Any, dict[str, Any], PreparedDataset, int, BehaviorEvalSetup]:
+    """Model, config, data, primary behaviour index and the evaluation windows of a model directory."""
+    model, config = load_model(model_dir)
+    data = PreparedDataset.load(Path(model_dir) / "data")
+    target = primary_behavior(data.behaviors)
+    if target is None:
+        raise SystemExit("a single-behaviour log has no primary behaviour")
+    return model, config, data, target, eval_setup(data)
 
 
 def main() -> None:
@@ -32,13 +52,8 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    model, config = load_model(args.model_dir)
-    data = PreparedDataset.load(Path(args.model_dir) / "data")
-    target = primary_behavior(data.behaviors)
-    if target is None:
-        raise SystemExit("a single-behaviour log has no primary behaviour")
+    model, config, data, target, setup = load_behavior_model(args.model_dir)
     k = target - 1
-    setup = eval_setup(data)
     scorers = [
         ModelBehaviorScorer(model, ranker=BehaviorRanker.from_dict(config.get("behavior_ranker"))),
         *default_behavior_baselines(),

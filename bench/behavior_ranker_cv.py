@@ -12,16 +12,14 @@ test window (what the benchmark reports; never used to choose).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
+from behavior_noise import load_behavior_model
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import GroupKFold
 
-from nextaction.behaviors import BehaviorRanker, ModelBehaviorScorer, eval_setup
-from nextaction.candidates import n_pair_features, primary_behavior
-from nextaction.checkpoint import load_model
-from nextaction.data.dataset import PreparedDataset
+from nextaction.behaviors import BehaviorRanker, ModelBehaviorScorer
+from nextaction.candidates import n_pair_features
 from nextaction.metrics import auc
 
 
@@ -29,13 +27,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("model_dir")
     args = ap.parse_args()
-    model, _ = load_model(args.model_dir)
-    data = PreparedDataset.load(Path(args.model_dir) / "data")
-    target = primary_behavior(data.behaviors)
-    if target is None:
-        raise SystemExit("a single-behaviour log has no primary behaviour")
+    model, _, data, target, setup = load_behavior_model(args.model_dir)
     k = target - 1
-    setup = eval_setup(data)
     scorer = ModelBehaviorScorer(model)
     _, xv = scorer.signals(data.seqs, setup.valid)
     _, xt = scorer.signals(data.seqs, setup.test)
