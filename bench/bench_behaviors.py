@@ -106,7 +106,8 @@ def markdown(results: dict[str, dict]) -> str:
         "behaviour, + 20 negatives per positive sampled by popularity within the same window (the items other "
         "users were active on then; seed 0); history = all events before the window. Scores of every model are Platt-calibrated per behaviour on the validation window "
         "(same construction); F1 at the threshold that maximises F1 on validation; ECE over 15 equal-width "
-        "bins; GAUC = per-user AUC weighted by candidates. Next-buy: each test user's first event of the "
+        "bins; GAUC = per-user AUC weighted by candidates; ± SD = the AUC's standard deviation over 200 "
+        "bootstrap resamples of the test window's users (how precisely one window measures it). Next-buy: each test user's first event of the "
         "conversion behaviour, ranked against the whole catalogue (history = all events before it, seen items "
         "kept, ties pessimistic).",
         "- Baselines, measured in the same run by the same code: popularity per behaviour; repeat-recent "
@@ -127,15 +128,16 @@ def markdown(results: dict[str, dict]) -> str:
             "",
             f"Command: `{r['command']}`",
             "",
-            f"| model | {conv} AUC | {conv} GAUC | {conv} logloss | {conv} ECE | {conv} F1 | next-{conv} HR@10 "
+            f"| model | {conv} AUC ± SD | {conv} GAUC | {conv} logloss | {conv} ECE | {conv} F1 | next-{conv} HR@10 "
             f"| next-{conv} NDCG@10 |",
             "|---|" + "---:|" * 7,
         ]
         for label, m in rows.items():
             c, nx = m[conv], m[target]
+            auc_sd = f" ± {c['AUC_sd']:.3f}" if "AUC_sd" in c else ""
             lines.append(
-                f"| {label} | "
-                + " | ".join(_fmt(c[k]) for k in PROB_KEYS)
+                f"| {label} | {_fmt(c['AUC'])}{auc_sd} | "
+                + " | ".join(_fmt(c[k]) for k in PROB_KEYS[1:])
                 + f" | {_fmt(nx['HR@10'])} | {_fmt(nx['NDCG@10'])} |"
             )
         base = beh.get("baselines", {})

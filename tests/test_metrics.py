@@ -58,6 +58,25 @@ def test_auc_against_hand_computed_pairs():
     assert np.isnan(auc(np.array([0.2, 0.3]), np.array([1, 1])))
 
 
+def test_auc_bootstrap_sd_equals_resampling_users_by_hand():
+    from nextaction.metrics import auc, auc_bootstrap_sd
+
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(30), rng.integers(3, 12, 30))
+    labels = rng.random(len(groups)) < 0.3
+    scores = np.round(rng.normal(size=len(groups)) + labels, 1)  # rounded: many ties
+    draws = np.random.default_rng(0)  # the function's own draws, replayed: one resample per draw
+    by_hand = []
+    for _ in range(50):
+        users = draws.integers(0, 30, 30)
+        idx = np.concatenate([np.flatnonzero(groups == u) for u in users])
+        by_hand.append(auc(scores[idx], labels[idx]))
+    assert auc_bootstrap_sd(scores, labels, groups, draws=50, seed=0) == pytest.approx(
+        np.std(by_hand), abs=1e-12
+    )
+    assert np.isnan(auc_bootstrap_sd(scores, np.ones_like(labels), groups))
+
+
 def test_gauc_weights_users_by_candidates_and_skips_one_class_users():
     from nextaction.metrics import gauc
 

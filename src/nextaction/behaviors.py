@@ -41,8 +41,10 @@ from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import SPLIT_NAMES, TEST, VALID
 from nextaction.evaluate import chunks, eval_examples, rank_targets
 from nextaction.metrics import (
+    AUC_BOOTSTRAP_DRAWS,
     ECE_BINS,
     auc,
+    auc_bootstrap_sd,
     best_f1_threshold,
     binary_metrics,
     expected_calibration_error,
@@ -409,13 +411,15 @@ def behavior_metrics(
     calibration: dict[str, dict[str, float]],
     behaviors: list[str],
 ) -> dict[str, dict[str, float]]:
-    """Per behaviour: AUC, GAUC, log-loss, ECE and accuracy/precision/recall/F1 at the valid threshold."""
+    """Per behaviour: AUC (and its bootstrap SD over users), GAUC, log-loss, ECE and
+    accuracy/precision/recall/F1 at the valid threshold."""
     out: dict[str, dict[str, float]] = {}
     for k, name in enumerate(behaviors[1:]):
         p, y = probs[:, k], labels[:, k]
         threshold = calibration[name]["threshold"]
         out[name] = {
             "AUC": auc(p, y),
+            "AUC_sd": auc_bootstrap_sd(p, y, users),
             "GAUC": gauc(p, y, users),
             "logloss": log_loss(p, y),
             "ECE": expected_calibration_error(p, y),
@@ -504,6 +508,10 @@ def behavior_protocol(data: PreparedDataset, setup: BehaviorEvalSetup) -> dict[s
         ),
         "calibration": "Platt scaling per behaviour fitted on the valid window (same construction)",
         "threshold": "the probability maximising F1 on the valid window",
+        "AUC_sd": (
+            f"standard deviation of the AUC over {AUC_BOOTSTRAP_DRAWS} bootstrap resamples of the window's "
+            "users (seed 0): how precisely this window measures it"
+        ),
         "ece_bins": ECE_BINS,
         "next_behavior": None
         if target is None

@@ -103,6 +103,45 @@ def gauc(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
     return total / weight if weight else float("nan")
 
 
+AUC_BOOTSTRAP_DRAWS = 200
+
+
+def auc_bootstrap_sd(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    *,
+    draws: int = AUC_BOOTSTRAP_DRAWS,
+    seed: int = 0,
+) -> float:
+    """Standard deviation of :func:`auc` when the groups (users) are resampled with replacement.
+
+    A user's candidates are not independent draws, so the user is the unit of resampling. Each draw weights
+    every candidate by how often its group was drawn; the weighted AUC comes from one presorted pass (ties
+    count half), so a draw costs O(n). NaN when a class is missing.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    groups = np.asarray(groups, dtype=np.int64)
+    if len(scores) == 0 or labels.all() or not labels.any():
+        return float("nan")
+    order = np.argsort(scores, kind="stable")
+    s, y, g = scores[order], labels[order], groups[order]
+    block = np.cumsum(np.concatenate([[True], s[1:] != s[:-1]])) - 1  # tie block of each candidate
+    n_groups = int(g.max()) + 1
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(draws):
+        w = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)[g].astype(np.float64)
+        w_pos, w_neg = w * y, w * ~y
+        neg_in_block = np.bincount(block, w_neg)
+        neg_below = np.cumsum(neg_in_block) - neg_in_block
+        denom = w_pos.sum() * w_neg.sum()
+        if denom > 0:
+            values.append(float((w_pos * (neg_below[block] + 0.5 * neg_in_block[block])).sum() / denom))
+    return float(np.std(values)) if values else float("nan")
+
+
 def log_loss(probs: np.ndarray, labels: np.ndarray, *, eps: float = 1e-7) -> float:
     """Mean negative log-likelihood of binary labels."""
     p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
