@@ -13,7 +13,6 @@ resolution against which the "+0.02 AUC" target can be read.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +79,6 @@ def main() -> None:
     print("| scorer | AUC | bootstrap SD | nextaction − scorer: mean | SD | 90% interval |")
     print("|---|---:|---:|---:|---:|---|")
     ours = np.asarray(draws["nextaction"])
-    out = {}
     for name, p in probs.items():
         d = np.asarray(draws[name])
         diff = ours - d
@@ -91,13 +89,6 @@ def main() -> None:
             else f"{diff.mean():+.4f} | {diff.std():.4f} | [{lo:+.4f}, {hi:+.4f}]"
         )
         print(f"| {name} | {auc(p, y):.4f} | {d.std():.4f} | {cols} |")
-        out[name] = {
-            "AUC": auc(p, y),
-            "sd": float(d.std()),
-            "diff_mean": float(diff.mean()),
-            "diff_sd": float(diff.std()),
-        }
-    Path(args.model_dir, "noise.json").write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

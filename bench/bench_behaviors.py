@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from bench_model import BIN, CACHE, SHARED, machine, run, write_section
 
+from nextaction.metrics import AUC_BOOTSTRAP_DRAWS
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Behaviour prediction"
 
@@ -106,8 +108,8 @@ def markdown(results: dict[str, dict]) -> str:
         "behaviour, + 20 negatives per positive sampled by popularity within the same window (the items other "
         "users were active on then; seed 0); history = all events before the window. Scores of every model are Platt-calibrated per behaviour on the validation window "
         "(same construction); F1 at the threshold that maximises F1 on validation; ECE over 15 equal-width "
-        "bins; GAUC = per-user AUC weighted by candidates; ± SD = the AUC's standard deviation over 200 "
-        "bootstrap resamples of the test window's users (how precisely one window measures it). Next-buy: each test user's first event of the "
+        "bins; GAUC = per-user AUC weighted by candidates; ± SD = the AUC's standard deviation over "
+        f"{AUC_BOOTSTRAP_DRAWS} bootstrap resamples of the test window's users (how precisely one window measures it). Next-buy: each test user's first event of the "
         "conversion behaviour, ranked against the whole catalogue (history = all events before it, seen items "
         "kept, ties pessimistic).",
         "- Baselines, measured in the same run by the same code: popularity per behaviour; repeat-recent "

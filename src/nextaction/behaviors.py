@@ -303,6 +303,7 @@ class ModelBehaviorScorer:
         self.chunk = chunk
         self.col_chunk = col_chunk
         self.shortlist = shortlist
+        self._last: tuple[Sequences, CandidateSet, np.ndarray, np.ndarray] | None = None  # see signals()
 
     def fit(self, data: PreparedDataset, *, train: CandidateSet) -> Self:
         if self.ranker is None:
@@ -317,7 +318,12 @@ class ModelBehaviorScorer:
 
     @torch.no_grad()
     def signals(self, seqs: Sequences, cands: CandidateSet) -> tuple[np.ndarray, np.ndarray]:
-        """Head logits (T, NB) and ranker features (T, F) of every candidate, users in chunks."""
+        """Head logits (T, NB) and ranker features (T, F) of every candidate, users in chunks.
+
+        The last result is kept: fitting on the valid window and then scoring it (calibration) is one pass.
+        """
+        if self._last is not None and self._last[0] is seqs and self._last[1] is cands:
+            return self._last[2], self._last[3]
         model = self.model
         model.eval()
         stats = self._stats(seqs)
@@ -341,6 +347,7 @@ class ModelBehaviorScorer:
                 )
             span = slice(cands.offsets[rows[0]], cands.offsets[rows[-1] + 1])
             head[span], x[span] = h_rows[valid], x_rows[valid]
+        self._last = (seqs, cands, head, x)
         return head, x
 
     def behavior_scores(self, seqs: Sequences, cands: CandidateSet) -> np.ndarray:

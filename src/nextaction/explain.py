@@ -240,14 +240,10 @@ def behavior_scorer(
 
     @torch.no_grad()
     def score(batch: Batch) -> np.ndarray:
-        mask = batch.mask.numpy()
+        mask = batch.mask.numpy()  # rows are left-aligned: a row's events are its unmasked prefix
         lengths = mask.sum(axis=1)
-        seqs = Sequences(
-            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            items=batch.items.numpy()[mask].astype(np.int32),
-            behaviors=batch.behaviors.numpy()[mask].astype(np.int8),
-            timestamps=batch.timestamps.numpy()[mask].astype(np.int64),
-            split=np.zeros(int(lengths.sum()), dtype=np.int8),
+        seqs = Sequences.from_arrays(
+            batch.items.numpy()[mask], batch.behaviors.numpy()[mask], batch.timestamps.numpy()[mask], lengths
         )
         B = len(lengths)
         starts, ends = seqs.offsets[:-1], seqs.offsets[1:]

@@ -303,13 +303,7 @@ class Predictor:
     def _one_history(self, history: Iterable[Event]) -> Sequences:
         """A history as a one-user Sequences (the whole history: the ranker's counts read all of it)."""
         items, behaviors, times = self.encode(history)
-        return Sequences(
-            offsets=np.array([0, len(items)], dtype=np.int64),
-            items=items.astype(np.int32),
-            behaviors=behaviors.astype(np.int8),
-            timestamps=times.astype(np.int64),
-            split=np.zeros(len(items), dtype=np.int8),
-        )
+        return Sequences.from_arrays(items, behaviors, times, np.array([len(items)]))
 
     def _probs(self, logits: np.ndarray) -> np.ndarray:
         """Raw (…, NB) behaviour logits -> calibrated probabilities (plain sigmoid if never calibrated)."""

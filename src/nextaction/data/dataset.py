@@ -77,6 +77,20 @@ class Sequences:
             split=events[SPLIT].to_numpy().astype(np.int8, copy=False),
         )
 
+    @classmethod
+    def from_arrays(
+        cls, items: np.ndarray, behaviors: np.ndarray, timestamps: np.ndarray, lengths: np.ndarray
+    ) -> Sequences:
+        """Live histories (not part of a dataset) laid end to end: row r has the next ``lengths[r]`` events.
+        Their split is TRAIN (0): they are all history."""
+        return cls(
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            items=np.asarray(items).astype(np.int32),
+            behaviors=np.asarray(behaviors).astype(np.int8),
+            timestamps=np.asarray(timestamps).astype(np.int64),
+            split=np.zeros(len(items), dtype=np.int8),
+        )
+
 
 @dataclass
 class PreparedDataset:
