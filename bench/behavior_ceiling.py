@@ -16,10 +16,10 @@ import argparse
 
 import numpy as np
 
-from nextaction.candidates import primary_behavior
+from nextaction.behavior.candidates import primary_behavior
 from nextaction.data.dataset import PreparedDataset
 from nextaction.data.schema import TEST
-from nextaction.evaluate import EvalExamples, eval_examples
+from nextaction.evaluation.ranking import EvalExamples, eval_examples
 
 MISS = 10**9
 

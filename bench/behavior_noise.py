@@ -18,19 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from nextaction.behavior_baselines import default_behavior_baselines
-from nextaction.behaviors import (
-    BehaviorEvalSetup,
-    BehaviorRanker,
-    ModelBehaviorScorer,
-    calibrate,
-    eval_setup,
-    probabilities,
-)
-from nextaction.candidates import primary_behavior
-from nextaction.checkpoint import load_model
+from nextaction.behavior.baselines import default_behavior_baselines
+from nextaction.behavior.calibration import calibrate, probabilities
+from nextaction.behavior.candidates import primary_behavior
+from nextaction.behavior.evaluation import BehaviorEvalSetup, eval_setup
+from nextaction.behavior.ranker import BehaviorRanker, ModelBehaviorScorer
 from nextaction.data.dataset import PreparedDataset
-from nextaction.metrics import auc
+from nextaction.evaluation.metrics import auc
+from nextaction.training.checkpoint import load_model
 
 
 def load_behavior_model(

@@ -18,9 +18,9 @@ from behavior_noise import load_behavior_model
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import GroupKFold
 
-from nextaction.behaviors import BehaviorRanker, ModelBehaviorScorer
-from nextaction.candidates import n_pair_features
-from nextaction.metrics import auc
+from nextaction.behavior.candidates import n_pair_features
+from nextaction.behavior.ranker import BehaviorRanker, ModelBehaviorScorer
+from nextaction.evaluation.metrics import auc
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from bench_model import BIN, CACHE, SHARED, machine, run, write_section
 
-from nextaction.metrics import AUC_BOOTSTRAP_DRAWS
+from nextaction.evaluation.metrics import AUC_BOOTSTRAP_DRAWS
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Behaviour prediction"

@@ -29,7 +29,7 @@ from bench_model import CACHE, SHARED, machine, write_section
 from nextaction import Predictor
 from nextaction import explain as ex
 from nextaction.batches import from_lists
-from nextaction.train import score_histories
+from nextaction.scoring import score_histories
 
 SECTION = "## Explanations"
 MODEL = CACHE / "beauty"

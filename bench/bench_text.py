@@ -33,7 +33,7 @@ BEAUTY = SHARED / "data" / "amazon-beauty-s3rec"
 ENCODE = """
 import sys, time
 from nextaction.data.readers import read_items
-from nextaction.text import TextConfig, encode_items
+from nextaction.text.encoder import TextConfig, encode_items
 items = read_items(sys.argv[1])
 t = time.perf_counter()
 _, _, report = encode_items(items, TextConfig(cache_dir=sys.argv[2]))

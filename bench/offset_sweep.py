@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from nextaction.checkpoint import load_model
 from nextaction.data.dataset import PreparedDataset
 from nextaction.data.schema import TEST
-from nextaction.itemtext import cold_warm
-from nextaction.metrics import ranking_metrics
-from nextaction.train import evaluate_model
+from nextaction.evaluation.metrics import ranking_metrics
+from nextaction.scoring import evaluate_model
+from nextaction.text.items import cold_warm
+from nextaction.training.checkpoint import load_model
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 
@@ -19,6 +21,8 @@ from nextaction.data.schema import (
     VALID,
     VALUE,
 )
+from nextaction.model import ModelConfig
+from nextaction.training.state import TrainConfig
 
 
 def cyclic_dataset(
@@ -118,3 +122,67 @@ def funnel_dataset(
         behaviors=["<pad>", "view", "cart", "buy"],
         report={"split": {"kind": "temporal"}},
     )
+
+
+# ---- a small shop with item text ------------------------------------------------------------------------
+
+TOPICS = {
+    "nail": ["nail polish", "nail lacquer", "nail varnish", "gel nail colour"],
+    "boots": ["hiking boots", "trail boots", "mountain boots", "walking boots"],
+    "coffee": ["coffee beans", "espresso roast", "arabica coffee", "ground coffee"],
+    "dog": ["dog food", "puppy kibble", "dog treats", "canine dinner"],
+}
+ADJECTIVES = ["red", "classic", "premium", "small", "deluxe"]
+TEXT_SETS = [
+    "model.dim=32",
+    "model.max_len=10",
+    "train.epochs=12",
+    "train.precision=fp32",
+    "train.batch_size=32",
+]
+
+
+def topic_shop(root: Path) -> Path:
+    """80 users, each browsing one topic; items named after their topic: events.csv and items.csv in ``root``."""
+    rng = np.random.default_rng(0)
+    items, by_topic = [], {}
+    for topic, nouns in TOPICS.items():
+        by_topic[topic] = []
+        for n, noun in enumerate(nouns):
+            for a, adj in enumerate(ADJECTIVES[:2]):
+                item_id = f"{topic}{n}{a}"
+                items.append((item_id, f"{adj} {noun}"))
+                by_topic[topic].append(item_id)
+    rows = ["user_id,item_id,timestamp"]
+    for u in range(80):
+        topic = list(TOPICS)[u % 4]
+        for t in range(9):
+            rows.append(f"u{u},{rng.choice(by_topic[topic])},{1_700_000_000 + u * 10_000 + t * 60}")
+    (root / "events.csv").write_text("\n".join(rows) + "\n")
+    (root / "items.csv").write_text("item_id,title\n" + "\n".join(f"{i},{t}" for i, t in items) + "\n")
+    return root
+
+
+def small_cfgs(data: PreparedDataset, **train: object) -> tuple[ModelConfig, TrainConfig]:
+    """A small model and a short fp32 schedule for ``data``; ``train`` overrides TrainConfig fields."""
+    mc = ModelConfig(
+        n_items=data.n_items,
+        n_behaviors=len(data.behaviors),
+        dim=32,
+        n_heads=2,
+        n_layers=2,
+        max_len=10,
+        dropout=0.0,
+    )
+    tc = TrainConfig(
+        **{
+            "epochs": 30,
+            "batch_size": 16,
+            "lr": 5e-3,
+            "warmup_steps": 5,
+            "patience": 30,
+            "precision": "fp32",
+            **train,
+        }
+    )
+    return mc, tc

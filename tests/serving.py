@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 
 from factories import funnel_dataset
-from nextaction.checkpoint import save_model
 from nextaction.model import ModelConfig
-from nextaction.train import TrainConfig, fit
+from nextaction.training.checkpoint import save_model
+from nextaction.training.loop import fit
+from nextaction.training.state import TrainConfig
 
 API_KEY = "test-key-123"
 

@@ -4,7 +4,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from nextaction.baselines import BASELINES, ItemToItem, MostPopular, RecentlyPopular, RepeatRecent
 from nextaction.data.dataset import PreparedDataset
 from nextaction.data.schema import (
     BEHAVIOR,
@@ -22,6 +21,7 @@ from nextaction.data.schema import (
 )
 from nextaction.data.synthetic import synthetic
 from nextaction.errors import InputError
+from nextaction.evaluation.baselines import BASELINES, ItemToItem, MostPopular, RecentlyPopular, RepeatRecent
 
 BEHAVIORS = ["<pad>", "view", "cart", "buy"]
 VIEW, CART, BUY = 1, 2, 3

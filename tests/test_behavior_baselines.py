@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from factories import funnel_dataset
-from nextaction.behavior_baselines import (
+from nextaction.behavior.baselines import (
     BehaviorPopularity,
     BehaviorScorer,
     FeatureModel,
     RepeatBehavior,
     default_behavior_baselines,
 )
-from nextaction.candidates import CandidateSet, train_popularity, window_candidates
+from nextaction.behavior.candidates import CandidateSet, train_popularity, window_candidates
 from nextaction.data.dataset import PreparedDataset
 from nextaction.data.schema import TEST, TRAIN, VALID
 from nextaction.errors import InputError

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from factories import funnel_dataset
-from nextaction.candidates import (
+from nextaction.behavior.candidates import (
     NEVER_EVENTS,
     pair_features,
     primary_behavior,
@@ -96,7 +96,7 @@ def test_training_labels_look_into_the_horizon_only():
     # one window: items 5 6 7 5 8 with behaviours view view view buy view
     items = torch.tensor([[5, 6, 7, 5, 8, 0]])
     behaviors = torch.tensor([[1, 1, 1, 3, 1, 0]])
-    from nextaction.candidates import ContemporaryItems, ItemStats
+    from nextaction.behavior.candidates import ContemporaryItems, ItemStats
     from nextaction.data.dataset import Sequences
 
     times = torch.arange(6)[None] * 1000
@@ -140,7 +140,7 @@ def test_training_labels_look_into_the_horizon_only():
 
 
 def test_item_stats_count_only_the_past():
-    from nextaction.candidates import ItemStats
+    from nextaction.behavior.candidates import ItemStats
     from nextaction.data.dataset import Sequences
 
     # item 1: view at t=1000, buy at t=2000; item 2: view at t=1500 (TEST split: never counted)

@@ -22,10 +22,10 @@ from safetensors.torch import load_file
 from factories import cyclic_dataset, funnel_dataset
 from nextaction.batches import length_batches
 from nextaction.data.schema import VALID
-from nextaction.distributed import shard_batches, shard_users, steps_per_epoch
-from nextaction.metrics import ranking_metrics
+from nextaction.evaluation.metrics import ranking_metrics
 from nextaction.model import ModelConfig, NextActionModel
-from nextaction.train import evaluate_model
+from nextaction.scoring import evaluate_model
+from nextaction.training.distributed import shard_batches, shard_users, steps_per_epoch
 from nextaction.workflow import train_model
 
 # dropout 0 and fp32: the 2-process run then follows the single-process optimisation (up to rounding);

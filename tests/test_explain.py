@@ -12,7 +12,6 @@ import torch
 
 from nextaction import Predictor
 from nextaction import explain as ex
-from nextaction.checkpoint import save_model
 from nextaction.data.dataset import PreparedDataset
 from nextaction.data.schema import (
     BEHAVIOR_IDX,
@@ -29,7 +28,9 @@ from nextaction.data.schema import (
 )
 from nextaction.errors import InputError
 from nextaction.model import ModelConfig, NextActionModel
-from nextaction.train import TrainConfig, fit
+from nextaction.training.checkpoint import save_model
+from nextaction.training.loop import fit
+from nextaction.training.state import TrainConfig
 from test_cli import run
 
 N_ITEMS = 20
@@ -235,7 +236,7 @@ def test_attention_maps_are_the_ones_the_model_used(rel_pos_bias):
 )
 def test_one_item_scorer_matches_the_catalogue_scores(kw):
     """Scoring only the explained item gives its column of the full scores, for every output variant."""
-    from nextaction.train import score_histories
+    from nextaction.scoring import score_histories
 
     torch.manual_seed(0)
     model = NextActionModel(ModelConfig(n_items=30, n_behaviors=2, dim=16, max_len=8, **kw))

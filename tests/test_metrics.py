@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from nextaction.metrics import coverage, pessimistic_ranks, ranking_metrics
+from nextaction.evaluation.metrics import coverage, pessimistic_ranks, ranking_metrics
 
 
 def test_ranking_metrics_by_hand():
@@ -48,7 +48,7 @@ def test_empty_ranks():
 
 
 def test_auc_against_hand_computed_pairs():
-    from nextaction.metrics import auc
+    from nextaction.evaluation.metrics import auc
 
     scores = np.array([0.1, 0.4, 0.35, 0.8])
     labels = np.array([0, 0, 1, 1])
@@ -59,7 +59,7 @@ def test_auc_against_hand_computed_pairs():
 
 
 def test_auc_bootstrap_sd_equals_resampling_users_by_hand():
-    from nextaction.metrics import auc, auc_bootstrap_sd
+    from nextaction.evaluation.metrics import auc, auc_bootstrap_sd
 
     rng = np.random.default_rng(3)
     groups = np.repeat(np.arange(30), rng.integers(3, 12, 30))
@@ -78,7 +78,7 @@ def test_auc_bootstrap_sd_equals_resampling_users_by_hand():
 
 
 def test_gauc_weights_users_by_candidates_and_skips_one_class_users():
-    from nextaction.metrics import gauc
+    from nextaction.evaluation.metrics import gauc
 
     scores = np.array([0.9, 0.1, 0.2, 0.8, 0.7, 0.5, 0.4])
     labels = np.array([1, 0, 1, 0, 0, 1, 1])
@@ -88,7 +88,12 @@ def test_gauc_weights_users_by_candidates_and_skips_one_class_users():
 
 
 def test_log_loss_ece_and_f1_threshold():
-    from nextaction.metrics import best_f1_threshold, binary_metrics, expected_calibration_error, log_loss
+    from nextaction.evaluation.metrics import (
+        best_f1_threshold,
+        binary_metrics,
+        expected_calibration_error,
+        log_loss,
+    )
 
     assert log_loss(np.array([0.5, 0.5]), np.array([0, 1])) == pytest.approx(np.log(2))
     # two bins: [0.9] says 0.9 and is right (|0.9-1|), [0.1] says 0.1 and is right (|0.1-0|)

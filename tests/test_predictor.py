@@ -7,10 +7,11 @@ import torch
 
 from factories import cyclic_dataset
 from nextaction import Predictor
-from nextaction.checkpoint import load_model, save_model
 from nextaction.errors import InputError
 from nextaction.model import ModelConfig
-from nextaction.train import TrainConfig, fit
+from nextaction.training.checkpoint import load_model, save_model
+from nextaction.training.loop import fit
+from nextaction.training.state import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from nextaction.data.dataset import PreparedDataset
-from nextaction.data.prepare import (
+from nextaction.data.prepare import prepare, report_table
+from nextaction.data.prepare_config import (
     BehaviorConfig,
     DedupConfig,
     FilterConfig,
@@ -27,8 +28,6 @@ from nextaction.data.prepare import (
     PseudonymConfig,
     ValueRule,
     parse_pairs,
-    prepare,
-    report_table,
 )
 from nextaction.data.schema import (
     BEHAVIOR,

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nextaction.data import readers
 from nextaction.data.readers import (
     EVENTS_SCHEMA,
     MAX_LINE_BYTES,
@@ -24,6 +23,7 @@ from nextaction.data.readers import (
     read_events,
     read_items,
 )
+from nextaction.data.readers import lines as readers_lines
 from nextaction.data.schema import BEHAVIOR, ITEM_ID, LINE, RAW, REASON, TIMESTAMP, USER_ID, VALUE
 from nextaction.errors import InputError
 
@@ -819,7 +819,7 @@ def test_real_otto_sample() -> None:
 
 
 def read_in_slices(monkeypatch: pytest.MonkeyPatch, path: Path, rows: int, **kwargs) -> ReadResult:
-    monkeypatch.setattr(readers, "SLICE_ROWS", rows)
+    monkeypatch.setattr(readers_lines, "SLICE_ROWS", rows)
     return check(read_events(path, **kwargs))
 
 

@@ -9,11 +9,13 @@ import torch
 
 from factories import cyclic_dataset
 from nextaction import Predictor
-from nextaction.checkpoint import save_model
 from nextaction.data.schema import TEST
 from nextaction.model import ModelConfig
 from nextaction.retrieval import ExactIndex, recall_at_k
-from nextaction.train import TrainConfig, evaluate_model, fit
+from nextaction.scoring import evaluate_model
+from nextaction.training.checkpoint import save_model
+from nextaction.training.loop import fit
+from nextaction.training.state import TrainConfig
 
 
 def full_topk(
@@ -98,7 +100,7 @@ def test_predictor_exact_index_gives_the_same_recommendations(model_dir) -> None
 
 
 def test_evaluation_does_not_depend_on_catalogue_chunking(model_dir, monkeypatch) -> None:
-    from nextaction import evaluate
+    from nextaction.evaluation import ranking as evaluate
 
     p = Predictor.load(model_dir)
     ranks_full, _ = evaluate_model(p.model, p.data.seqs, split=TEST, exclude_seen=True)
@@ -109,7 +111,7 @@ def test_evaluation_does_not_depend_on_catalogue_chunking(model_dir, monkeypatch
 
 
 def test_evaluating_a_user_sample_is_a_fixed_subset_of_the_full_evaluation(model_dir) -> None:
-    from nextaction.evaluate import eval_examples
+    from nextaction.evaluation.ranking import eval_examples
 
     p = Predictor.load(model_dir)
     ex = eval_examples(p.data.seqs, split=TEST)

@@ -108,7 +108,8 @@ def prepare(
 ) -> None:
     """Read, clean, index and split an event log into a prepared dataset directory."""
     from nextaction.config import load_sections
-    from nextaction.data.prepare import PrepareConfig, report_table
+    from nextaction.data.prepare import report_table
+    from nextaction.data.prepare_config import PrepareConfig
     from nextaction.workflow import prepare_source
 
     opts = load_sections(config, set_ or [], sections=("prepare",))["prepare"]
@@ -207,7 +208,7 @@ def train(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from nextaction.distributed import is_main
+    from nextaction.training.distributed import is_main
     from nextaction.workflow import train_model
 
     with Progress(
@@ -432,7 +433,7 @@ def items_add(
     json_: JsonOpt = False,
 ) -> None:
     """Encode new items' text and append them to the model: recommendable at once, no retraining."""
-    from nextaction.itemtext import add_items
+    from nextaction.text.items import add_items
 
     result = add_items(model_dir, source)
     if json_:

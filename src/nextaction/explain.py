@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 
 from nextaction.batches import Batch
-from nextaction.behaviors import BehaviorRanker, candidate_signals, user_states
-from nextaction.candidates import ItemStats
+from nextaction.behavior.candidates import ItemStats
+from nextaction.behavior.ranker import BehaviorRanker, candidate_signals, user_states
 from nextaction.data.dataset import Sequences
 from nextaction.model import PAD, NextActionModel
 

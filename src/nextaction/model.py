@@ -52,7 +52,7 @@ class ModelConfig:
     ffn: Literal["gelu", "swiglu"] = "gelu"  # swiglu: the gated FFN of LLaMA / eSASRec
     gated_residual: bool = False  # LiGR-style: a sigmoid gate scales each sub-layer's residual update
     rel_pos_bias: bool = False  # HSTU-style learned attention bias per head and distance (t - s)
-    text_dim: int = 0  # width of the item text embeddings (0 = no text); see text.py and itemtext.py
+    text_dim: int = 0  # width of the item text embeddings (0 = no text); see the text/ package
     fusion: Literal["id", "text", "id+text"] = "id"  # item = ID embedding, projected text, or their sum
     # id+text: share of items whose ID embedding is hidden in each training step, so that the model learns
     # to rank items by their text alone — the only thing a new (cold) item has (DropoutNet's idea). Off by

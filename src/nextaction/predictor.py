@@ -27,21 +27,21 @@ import torch
 
 from nextaction import explain as ex
 from nextaction.batches import Batch, from_lists
-from nextaction.behaviors import (
+from nextaction.behavior.calibration import probabilities
+from nextaction.behavior.ranker import (
     SHORTLIST,
     BehaviorRanker,
     candidate_signals,
-    probabilities,
     rerank_for_behavior,
     user_states,
 )
-from nextaction.checkpoint import load_model
 from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import BEHAVIOR, DEFAULT_BEHAVIOR, ITEM_ID, SPLIT_NAMES, TIMESTAMP
 from nextaction.errors import InputError
 from nextaction.explain import Explanation
 from nextaction.model import NextActionModel
-from nextaction.train import score_histories
+from nextaction.scoring import score_histories
+from nextaction.training.checkpoint import load_model
 
 Event = Mapping[str, Any] | str | int
 
@@ -294,7 +294,7 @@ class Predictor:
                 "--set model.behavior_head=true to predict behaviour probabilities"
             )
         if self._item_stats is None:
-            from nextaction.candidates import ItemStats
+            from nextaction.behavior.candidates import ItemStats
 
             # every known event counts: a served prediction is made after all of them
             self._item_stats = ItemStats(self.data.seqs, len(self.behaviors), exclude_split=None)
@@ -468,7 +468,7 @@ class Predictor:
 
 def item_titles(items: pl.DataFrame) -> dict[str, str]:
     """item_id -> title from the item table: a ``title`` or ``name`` column, else the first text column."""
-    from nextaction.text import text_columns
+    from nextaction.text.encoder import text_columns
 
     columns = [c for c in ("title", "name") if c in items.columns] or text_columns(items)
     if not columns:

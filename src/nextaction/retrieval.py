@@ -41,7 +41,7 @@ class ExactIndex:
         self.vectors = vectors.detach().float().contiguous()
         self.chunk = chunk  # None: as large as SCORE_BUDGET allows for the batch (one product for one query)
         if bf16 is None:
-            from nextaction.train import bf16_supported
+            from nextaction.device import bf16_supported
 
             bf16 = bf16_supported() and chunk is None
         # a bf16 copy halves the bytes a query must read (the search is memory-bound); see _search_bf16

@@ -44,7 +44,8 @@ def prepare_source(
     progress: Log | None = None,
 ) -> PrepareResult:
     """Read an event log (and optional item table) and prepare it with ``config`` (a PrepareConfig)."""
-    from nextaction.data.prepare import PrepareConfig, prepare
+    from nextaction.data.prepare import prepare
+    from nextaction.data.prepare_config import PrepareConfig
     from nextaction.data.readers import read_events, read_items
 
     read = read_events(source, format=format, mapping=mapping, separator=separator)
@@ -77,14 +78,17 @@ def train_model(
     is encoded and fused into the item representation (default fusion ``id+text``). ``holdout_items``
     removes the training events of that fraction of items for the cold-start protocol.
 
-    Under torchrun every process runs this (see distributed.py): rank 0 prepares the data, logs, and
+    Under torchrun every process runs this (see training/distributed.py): rank 0 prepares the data, logs, and
     writes ``out``; the other ranks read the prepared data from ``out`` (so with several nodes ``out`` must
     be on a shared file system), train their shards quietly, and return rank 0's test result.
     """
-    from nextaction import distributed
-    from nextaction.checkpoint import save_model
+    from nextaction.device import device_precision
     from nextaction.model import ModelConfig
-    from nextaction.train import TEXT_MODEL_EPOCHS, TrainConfig, default_exclude_seen, device_precision, fit
+    from nextaction.scoring import default_exclude_seen
+    from nextaction.training import distributed
+    from nextaction.training.checkpoint import save_model
+    from nextaction.training.loop import fit
+    from nextaction.training.state import TEXT_MODEL_EPOCHS, TrainConfig
 
     out = Path(out)
     sections = load_sections(config_path, sets or [], sections=("model", "train", "prepare", "text"))
@@ -113,8 +117,8 @@ def train_model(
             data = PreparedDataset.load(data_dir)
         item_text, text_info = None, None
         if items is not None or sections["text"] or sections["model"].get("fusion", "id") != "id":
-            from nextaction.itemtext import encode_catalogue
-            from nextaction.text import TextConfig
+            from nextaction.text.encoder import TextConfig
+            from nextaction.text.items import encode_catalogue
 
             if not main:
                 distributed.barrier()  # let rank 0 encode first: the others then read its cache
@@ -236,7 +240,7 @@ def _training_data(
             shutil.rmtree(data_dir, ignore_errors=True)
             data.save(data_dir)
     else:
-        from nextaction.data.prepare import PrepareConfig
+        from nextaction.data.prepare_config import PrepareConfig
 
         log(f"preparing {source} …")
         prep_cfg = PrepareConfig.from_dict(sections["prepare"])
@@ -249,7 +253,7 @@ def _training_data(
             f"({rows.get('rejected', 0)} rejected, see {data_dir / 'rejects.csv'})"
         )
     if holdout_items is not None and "holdout_items" not in data.report:
-        from nextaction.itemtext import hold_out_items
+        from nextaction.text.items import hold_out_items
 
         data = hold_out_items(data, fraction=holdout_items, seed=seed)
         data.save(data_dir)
@@ -265,7 +269,8 @@ def new_item_offset(
     """Fit the text-only items' score offset on the users validated during training (see
     train.fit_new_item_offset); None for models without item text."""
     from nextaction.batches import select_users
-    from nextaction.train import fit_new_item_offset, validation_users
+    from nextaction.text.cold import fit_new_item_offset
+    from nextaction.training.loop import validation_users
 
     validated, _ = validation_users(data, train_cfg)
     seqs = data.seqs if validated is None else select_users(data.seqs, validated)
@@ -276,7 +281,9 @@ def calibrate_model(model: Any, data: PreparedDataset) -> dict[str, Any]:
     """The behaviour stage fitted on the valid window: ``behavior_ranker`` (behaviors.BehaviorRanker as a
     dict) and ``calibration`` (Platt scaling + max-F1 thresholds of its scores); both None without a head
     or without a valid window."""
-    from nextaction.behaviors import ModelBehaviorScorer, calibrate, eval_setup
+    from nextaction.behavior.calibration import calibrate
+    from nextaction.behavior.evaluation import eval_setup
+    from nextaction.behavior.ranker import ModelBehaviorScorer
 
     none: dict[str, Any] = {"behavior_ranker": None, "calibration": None}
     if model.behavior is None:
@@ -296,25 +303,20 @@ def calibrate_model(model: Any, data: PreparedDataset) -> dict[str, Any]:
 def evaluate_behaviors(
     model: Any, data: PreparedDataset, *, ranker: dict[str, Any] | None = None, baselines: bool = False
 ) -> dict[str, Any]:
-    """The behaviour-prediction protocol of behaviors.py for the model (and the behaviour baselines).
+    """The behaviour-prediction protocol of behavior/evaluation.py for the model (and the behaviour baselines).
 
     ranker: the model's saved behaviour ranker (config ``behavior_ranker``); without one it is fitted on
     the valid window here, as :func:`calibrate_model` does after training.
     """
-    from nextaction.behaviors import (
-        BehaviorRanker,
-        ModelBehaviorScorer,
-        behavior_protocol,
-        eval_setup,
-        evaluate_behavior_scorer,
-    )
+    from nextaction.behavior.evaluation import behavior_protocol, eval_setup, evaluate_behavior_scorer
+    from nextaction.behavior.ranker import BehaviorRanker, ModelBehaviorScorer
 
     setup = eval_setup(data)
     scorer = ModelBehaviorScorer(model, ranker=BehaviorRanker.from_dict(ranker))
     result: dict[str, Any] = evaluate_behavior_scorer(scorer, data, setup)
     result["protocol"] = behavior_protocol(data, setup)
     if baselines:
-        from nextaction.behavior_baselines import default_behavior_baselines
+        from nextaction.behavior.baselines import default_behavior_baselines
 
         result["baselines"] = {
             b.name: evaluate_behavior_scorer(b, data, setup) for b in default_behavior_baselines()
@@ -333,14 +335,14 @@ def evaluate_dir(
     """Full-ranking evaluation of a model directory (and optionally the baselines, with the same code).
 
     Models with a behaviour head add ``behaviors``: per-behaviour probability metrics on the test window
-    and next-behaviour full ranking (see behaviors.py).
+    and next-behaviour full ranking (see behavior/evaluation.py).
     """
     import time
 
-    from nextaction.checkpoint import load_model
-    from nextaction.evaluate import eval_examples, evaluate_scorer, protocol
-    from nextaction.metrics import coverage, ranking_metrics
-    from nextaction.train import evaluate_model
+    from nextaction.evaluation.metrics import coverage, ranking_metrics
+    from nextaction.evaluation.ranking import eval_examples, evaluate_scorer, protocol
+    from nextaction.scoring import evaluate_model
+    from nextaction.training.checkpoint import load_model
 
     if split not in ("test", "valid"):
         raise InputError(f"--split must be test or valid, got '{split}'")
@@ -358,7 +360,7 @@ def evaluate_dir(
     metrics = ranking_metrics(ranks)
     metrics["coverage@10"] = coverage(tops[:, :10], data.n_items)
     seed = config.get("train", {}).get("seed")
-    from nextaction.itemtext import cold_warm
+    from nextaction.text.items import cold_warm
 
     split_metrics = None if sampled else cold_warm(data, code, ranks)
     result: dict[str, Any] = {
@@ -399,7 +401,7 @@ def evaluate_dir(
 
 def default_baselines(data: PreparedDataset) -> list[Any]:
     """The reference scorers for a dataset: popularity, recency, transitions (+ repeats if multi-behaviour)."""
-    from nextaction.baselines import ItemToItem, MostPopular, RecentlyPopular, RepeatRecent
+    from nextaction.evaluation.baselines import ItemToItem, MostPopular, RecentlyPopular, RepeatRecent
 
     out: list[Any] = [MostPopular(), RecentlyPopular(), ItemToItem()]
     if len(data.behaviors) > 2:

@@ -24,7 +24,7 @@ import torch
 
 from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import SPLIT_NAMES, TEST
-from nextaction.metrics import KS, coverage, pessimistic_ranks, ranking_metrics
+from nextaction.evaluation.metrics import KS, coverage, pessimistic_ranks, ranking_metrics
 
 
 class Scorer(Protocol):

@@ -7,19 +7,13 @@ import pytest
 import torch
 
 from factories import funnel_dataset
-from nextaction.behaviors import (
-    BehaviorRanker,
-    ModelBehaviorScorer,
-    Platt,
-    calibrate,
-    eval_setup,
-    evaluate_behavior_scorer,
-    n_ranker_features,
-    probabilities,
-)
-from nextaction.metrics import auc, log_loss
+from nextaction.behavior.calibration import calibrate, probabilities
+from nextaction.behavior.evaluation import eval_setup, evaluate_behavior_scorer
+from nextaction.behavior.ranker import BehaviorRanker, ModelBehaviorScorer, n_ranker_features
+from nextaction.evaluation.metrics import auc, log_loss
 from nextaction.model import ModelConfig, NextActionModel
-from nextaction.train import TrainConfig, fit
+from nextaction.training.loop import fit
+from nextaction.training.state import TrainConfig
 
 CART, BUY = 2, 3
 
@@ -35,7 +29,7 @@ def trained(tmp_path_factory):
 
 def test_buy_after_cart_is_learned(trained):
     """Users always buy what they carted: P(buy | just carted item) must be far above P(buy | random item)."""
-    from nextaction.candidates import ItemStats
+    from nextaction.behavior.candidates import ItemStats
 
     data, model = trained
     stats = ItemStats(data.seqs, 3)
@@ -94,15 +88,6 @@ def test_calibration_lowers_held_out_log_loss(trained):
         assert log_loss(calibrated[:, k], setup.test.labels[:, k]) < log_loss(
             raw[:, k], setup.test.labels[:, k]
         )
-
-
-def test_platt_recovers_a_known_scaling():
-    rng = np.random.default_rng(0)
-    z = rng.normal(size=20_000)
-    y = rng.random(20_000) < 1 / (1 + np.exp(-(2.0 * z - 1.0)))
-    p = Platt.fit(z, y)
-    assert abs(p.a - 2.0) < 0.1 and abs(p.c + 1.0) < 0.1
-    assert Platt.fit(z, np.zeros_like(y)).a == 0.0  # one class: the base rate, no crash
 
 
 def test_head_is_causal_and_empty_history_is_defined():

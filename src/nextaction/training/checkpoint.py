@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from nextaction.config import build
 from nextaction.errors import InputError
 from nextaction.model import ModelConfig, NextActionModel
-from nextaction.train import TrainConfig, TrainState
+from nextaction.training.state import TrainConfig, TrainState
 
 FORMAT_VERSION = 1
 

@@ -381,7 +381,7 @@ def _use_bf16(precision: Precision, device_type: str) -> bool:
 
     if device_type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
-    from nextaction.train import bf16_supported
+    from nextaction.device import bf16_supported
 
     return bf16_supported()
 

@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 
 from conftest import SHARED_DATA
-from nextaction import text as text_mod
 from nextaction.data.schema import ITEM_ID
 from nextaction.errors import InputError
-from nextaction.text import TextConfig, TextEncoder, encode_items, item_texts, text_columns
+from nextaction.text import encoder as text_mod
+from nextaction.text.encoder import TextConfig, TextEncoder, encode_items, item_texts, text_columns
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Non-neural baselines that every model must beat, behind the scorer protocol of ``evaluate.py``.
+"""Non-neural baselines that every model must beat, behind the scorer protocol of ``evaluation/ranking.py``.
 
 A scorer is fitted on the TRAIN events of a :class:`~nextaction.data.dataset.PreparedDataset` and scores
 batches of histories::
@@ -46,7 +46,7 @@ DEFAULT_STRENGTHS: Mapping[str, float] = {
 
 
 class Scorer(Protocol):
-    """What ``evaluate.py`` needs from a baseline or a model."""
+    """What ``evaluation/ranking.py`` needs from a baseline or a model."""
 
     name: str
 

@@ -22,8 +22,8 @@ import torch
 from nextaction.data.dataset import PreparedDataset
 from nextaction.data.schema import COLD, ITEM_ID, ITEM_IDX, SPLIT, TRAIN
 from nextaction.errors import InputError
-from nextaction.metrics import ranking_metrics
-from nextaction.text import TextConfig, TextEncoder, encode_items
+from nextaction.evaluation.metrics import ranking_metrics
+from nextaction.text.encoder import TextConfig, TextEncoder, encode_items
 
 
 def hold_out_items(data: PreparedDataset, *, fraction: float, seed: int) -> PreparedDataset:
@@ -80,7 +80,7 @@ def cold_warm(data: PreparedDataset, split: int, ranks: np.ndarray) -> dict[str,
     """
     if COLD not in data.items.columns:
         return None
-    from nextaction.evaluate import eval_examples
+    from nextaction.evaluation.ranking import eval_examples
 
     targets = eval_examples(data.seqs, split=split).target
     cold_idx = data.items.filter(pl.col(COLD))[ITEM_IDX].to_numpy()
@@ -98,8 +98,8 @@ def add_items(model_dir: str | Path, source: str | Path) -> dict[str, Any]:
     Items already in the vocabulary are left as they are (counted). New items get the next item indices,
     a zero ID embedding marked unlearned (``has_id`` = 0), and their encoded text.
     """
-    from nextaction.checkpoint import load_model, save_model_files
     from nextaction.data.readers import read_items
+    from nextaction.training.checkpoint import load_model, save_model_files
 
     model_dir = Path(model_dir)
     model, config = load_model(model_dir)

@@ -3,7 +3,7 @@
 The loop is deterministic for a seed: each epoch reseeds torch and numpy from (seed, epoch), so resuming
 from the checkpoint written after epoch e replays epochs e+1… exactly as an uninterrupted run would.
 
-Under ``torchrun`` the same loop runs data-parallel (see distributed.py): each rank trains on its share
+Under ``torchrun`` the same loop runs data-parallel (see training/distributed.py): each rank trains on its share
 of every global batch, DistributedDataParallel averages the gradients, validation is split by users, and
 rank 0 alone writes files. On a CUDA device the model and batches live on the GPU, with bf16 autocast.
 """
@@ -16,9 +16,8 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -26,218 +25,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nextaction import distributed, losses
+from nextaction import losses
 from nextaction.batches import (
     Batch,
     gather_padded,
-    history_batch,
     length_batches,
     select_users,
     training_sequences,
     training_windows,
 )
-from nextaction.behaviors import ModelBehaviorScorer
-from nextaction.candidates import (
+from nextaction.behavior.candidates import (
     ContemporaryItems,
     ItemStats,
     training_candidates,
     window_candidates,
     window_popularity,
 )
-from nextaction.data.dataset import PreparedDataset, Sequences
+from nextaction.behavior.ranker import ModelBehaviorScorer
+from nextaction.data.dataset import PreparedDataset
 from nextaction.data.schema import COLD, ITEM_IDX, VALID
-from nextaction.distributed import DistInfo
-from nextaction.evaluate import catalogue_chunk, eval_examples, rank_targets
-from nextaction.metrics import auc, ranking_metrics
+from nextaction.device import batch_to_device, device_precision
+from nextaction.evaluation.metrics import auc, ranking_metrics
+from nextaction.evaluation.ranking import eval_examples
 from nextaction.model import ModelConfig, NextActionModel
-
-# id+text models start from their items' text and learn about twice as fast as ID-only ones, so their
-# default schedule is shorter: with 50 epochs Beauty's validation plateaued by epoch ~25 and early stopping
-# ended runs mid-schedule, at a high learning rate (test NDCG@10 0.0607-0.0633 over three runs); a 30-epoch
-# cosine anneals while they still improve (0.0637 and 0.0639, two seeds) in 40% fewer epochs.
-TEXT_MODEL_EPOCHS = 30
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    epochs: int = 50  # the cosine schedule spans these; early stopping may end sooner (id+text models: 30)
-    batch_size: int = 128  # sequences (windows) per step
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1  # cosine decays to this fraction of lr
-    patience: int = 10  # epochs without a better validation NDCG@10 before stopping
-    valid_users: int = 0  # validate on a fixed random sample of this many users (0 = all): for huge logs
-    # Leave-one-out splits: validate on this many users (a fixed sample) and learn from the validation
-    # events of all the others — the most recent transitions, 11% more targets on Beauty. The test events
-    # stay unseen. 0 = validate on every user and learn from no validation event.
-    valid_holdout: int = 5000
-    # Models with item text: new (text-only) items get the largest score offset that costs at most this
-    # share of validation NDCG@10 (fit_new_item_offset) — their exposure against accuracy. -1 = no offset.
-    new_item_tolerance: float = 0.02
-    # sampled loss only: the item table gets sparse gradients and a lazy Adam (SparseAdam), so a step costs
-    # O(batch), not O(catalogue). None = on for sampled loss on a plain ID model in one process
-    sparse_items: bool | None = None
-    loss: Literal["full", "sampled", "bce", "gbce"] = "full"
-    label_smoothing: float = 0.0  # full softmax only
-    ce_chunk: int = 128  # full softmax: rows per chunk of the fused loss (0 = plain, unfused)
-    n_negatives: int = 256  # sampled / bce / gbce
-    gbce_t: float = 0.75
-    seed: int = 42
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    max_minutes: float = 0.0  # wall-clock budget for training; 0 = none
-    eval_every: int = 1
-    threads: int = 0  # torch intra-op threads; 0 = all cores
-    exclude_seen: bool | None = None  # None: on for single-behaviour logs, off otherwise
-    # behaviour head (models with model.behavior_head): loss = next-item CE + behavior_weight * BCE
-    behavior_weight: float = 1.0
-    behavior_horizon: int = 16  # a candidate's labels: what the user did on it in the next N events
-    behavior_negatives: int = 4  # popularity-sampled negatives per position
-
-
-def bf16_supported() -> bool:
-    """True on CPUs with native bf16 matmuls (AMX or AVX-512 BF16), where bf16 autocast pays off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_precision(p: str) -> Literal["bf16", "fp32"]:
-    if p == "auto":
-        return "bf16" if bf16_supported() else "fp32"
-    return "bf16" if p == "bf16" else "fp32"
-
-
-def default_exclude_seen(data: PreparedDataset) -> bool:
-    """Exclude history items from candidates for single-behaviour logs (repeats are rare and uninformative);
-    keep them for multi-behaviour logs, where buying what was carted is the main pattern."""
-    return len(data.behaviors) <= 2
-
-
-@torch.no_grad()
-def score_histories(model: NextActionModel, batch: Batch) -> torch.Tensor:
-    """(B, n_items + 1) fp32 scores after each row's history, on the CPU whatever the model's device.
-    Empty rows score from a zero state."""
-    batch = _on(batch, model.item_emb.weight.device)
-    empty = ~batch.mask.any(dim=1)
-    states = model.last_state(batch.items, batch.behaviors, batch.timestamps)
-    states = states.masked_fill(empty[:, None], 0.0)
-    return model.score_all(states).float().cpu()
-
-
-PAD_BUCKET = 8  # evaluation pads each history up to a multiple of this
-
-
-def length_groups(padded: np.ndarray, chunk: int) -> list[np.ndarray]:
-    """Group example indices by their padded length, at most ``chunk`` per group.
-
-    A row's padded length depends only on its own length, never on which rows share its chunk, so scores
-    (and hence metrics) do not depend on the chunk size — and short histories are not padded to long ones.
-    """
-    order = np.argsort(padded, kind="stable")
-    groups: list[np.ndarray] = []
-    for value in np.unique(padded):
-        idx = order[padded[order] == value]
-        groups += [idx[i : i + chunk] for i in range(0, len(idx), chunk)]
-    return groups
-
-
-def evaluate_model(
-    model: NextActionModel,
-    seqs: Sequences,
-    *,
-    split: int,
-    exclude_seen: bool,
-    target_behavior: int | None = None,
-    chunk: int = 2048,
-    k_top: int = 20,
-    max_users: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ranks and top-``k_top`` lists of every user's target in ``split`` (see evaluate.py for the protocol).
-
-    ``max_users`` > 0 evaluates a fixed random sample of that many users (``EvalExamples.sample``, seed 0).
-    """
-    ex = eval_examples(seqs, split=split, target_behavior=target_behavior).sample(max_users)
-    chunk = catalogue_chunk(chunk, model.cfg.n_items)
-    L = model.cfg.max_len
-    lengths = np.minimum(ex.hist_end - ex.hist_start, L)
-    padded = np.minimum(-(-np.maximum(lengths, 1) // PAD_BUCKET) * PAD_BUCKET, L)
-    was_training = model.training
-    model.eval()
-
-    def score_rows(rows: np.ndarray) -> torch.Tensor:
-        batch = history_batch(seqs, ex.hist_start[rows], ex.hist_end[rows], L, pad_to=int(padded[rows[0]]))
-        return score_histories(model, batch)
-
-    try:
-        return rank_targets(
-            score_rows, seqs, ex, exclude_seen=exclude_seen, groups=length_groups(padded, chunk), k_top=k_top
-        )
-    finally:
-        model.train(was_training)
-
-
-NEW_ITEM_OFFSETS = np.arange(0.0, 3.01, 0.25)  # candidate offsets, in score (logit) units
-MIN_NEW_TARGETS = 50  # fewer validation targets on text-only items than this: simulate new items
-SIMULATED_NEW_SHARE = 0.1  # … by hiding the ID embedding of this share of the items
-
-
-@torch.no_grad()
-def fit_new_item_offset(
-    model: NextActionModel,
-    valid_seqs: Sequences,
-    *,
-    exclude_seen: bool,
-    tolerance: float,
-    max_users: int = 5000,
-) -> dict[str, Any] | None:
-    """Choose the score offset of text-only items (``model.new_item_offset``) on the validation split.
-
-    A new item is represented by its projected text alone; trained items also have an ID embedding, which
-    carries their popularity, so new items score systematically low and are almost never recommended (on
-    Beauty with 10% of the items held out, cold-item HR@10 0.003). The offset is the largest value on a
-    grid whose validation NDCG@10 — the validated users (a fixed sample of at most ``max_users``), full
-    ranking, the evaluation's protocol — stays within ``tolerance`` (a share) of the best on the grid: new
-    items get the exposure that costs at most that much accuracy. The validation targets on text-only items are the evidence; with fewer than
-    MIN_NEW_TARGETS of them (no cold-start holdout), new items are simulated by hiding the ID embedding of
-    a random SIMULATED_NEW_SHARE of the items (seed 0). Returns what was chosen and why, or None for models
-    without item text (or tolerance < 0).
-    """
-    if model.text_proj is None or model.cfg.fusion != "id+text" or tolerance < 0:
-        return None
-    ex = eval_examples(valid_seqs, split=VALID).sample(max_users)
-    if len(ex) == 0:
-        return None
-    has_id = model.has_id.clone()
-    targets = torch.from_numpy(ex.target).to(has_id.device)
-    real = int((has_id[targets] == 0).sum())
-    simulated = real < MIN_NEW_TARGETS
-    ndcg: list[float] = []
-    try:
-        if simulated:
-            hide = np.random.default_rng(0).random(len(has_id)) < SIMULATED_NEW_SHARE
-            model.has_id.masked_fill_(torch.from_numpy(hide).to(has_id.device), 0.0)
-        for c in NEW_ITEM_OFFSETS:
-            model.new_item_offset.fill_(float(c))
-            ranks, _ = evaluate_model(
-                model, valid_seqs, split=VALID, exclude_seen=exclude_seen, k_top=0, max_users=max_users
-            )
-            ndcg.append(ranking_metrics(ranks, ks=(10,))["NDCG@10"])
-    finally:
-        model.has_id.copy_(has_id)
-    best = max(ndcg)
-    ok = [float(c) for c, v in zip(NEW_ITEM_OFFSETS, ndcg, strict=True) if v >= (1 - tolerance) * best]
-    chosen = max(ok) if best > 0 else 0.0
-    model.new_item_offset.fill_(chosen)
-    return {
-        "offset": chosen,
-        "tolerance": tolerance,
-        "evidence": "simulated new items" if simulated else f"{real} validation targets on text-only items",
-        "validation_users": len(ex),
-        "valid_NDCG@10": {f"{c:g}": round(v, 5) for c, v in zip(NEW_ITEM_OFFSETS, ndcg, strict=True)},
-    }
+from nextaction.scoring import default_exclude_seen, evaluate_model
+from nextaction.training import checkpoint, distributed
+from nextaction.training.distributed import DistInfo
+from nextaction.training.state import TrainConfig, TrainState
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -246,11 +60,6 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def _on(batch: Batch, device: torch.device) -> Batch:
-    """``batch`` with its tensors on ``device`` (the same tensors when they are there already)."""
-    return Batch(batch.items.to(device), batch.behaviors.to(device), batch.timestamps.to(device))
 
 
 def step_loss(
@@ -274,7 +83,7 @@ def step_loss(
     numbers on every device.
     """
     device = model.item_emb.weight.device
-    cpu_batch, batch = _on(batch, torch.device("cpu")), _on(batch, device)
+    cpu_batch, batch = batch_to_device(batch, torch.device("cpu")), batch_to_device(batch, device)
     inputs = Batch(batch.items[:, :-1], batch.behaviors[:, :-1], batch.timestamps[:, :-1])
     targets = batch.items[:, 1:]
     model.sample_id_dropout(gen)
@@ -420,17 +229,6 @@ def make_optimizer(model: NextActionModel, cfg: TrainConfig, *, sparse: bool) ->
     )
 
 
-@dataclass
-class TrainState:
-    epoch: int = 0  # epochs completed
-    step: int = 0
-    best_ndcg: float = -1.0  # best validation score: NDCG@10 (+ mean behaviour AUC with a behaviour head)
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    seconds: float = 0.0
-    learned_valid_events: int = 0  # validation events trained on (see TrainConfig.valid_holdout)
-
-
 Callback = Callable[[dict[str, Any]], None]
 
 
@@ -462,11 +260,6 @@ def validation_users(data: PreparedDataset, cfg: TrainConfig) -> tuple[np.ndarra
     return validated, learned
 
 
-def device_precision(p: str, device: torch.device) -> Literal["bf16", "fp32"]:
-    """:func:`resolve_precision` on ``device``: ``auto`` is bf16 on CUDA too (autocast there)."""
-    return "bf16" if device.type == "cuda" and p == "auto" else resolve_precision(p)
-
-
 def fit(
     data: PreparedDataset,
     model_cfg: ModelConfig,
@@ -489,8 +282,6 @@ def fit(
     rank returns the same model. Set NEXTACTION_DEBUG_RANK_DUMP=DIR to have each rank write its final
     (last-step) weights to DIR/rank{r}.safetensors: the tests check that the ranks agree.
     """
-    from nextaction import checkpoint  # one-way import: checkpoint depends on train's configs
-
     info = dist_info or distributed.init_from_env()
     device = info.device
     precision = device_precision(cfg.precision, device)
@@ -678,7 +469,3 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def config_dict(model_cfg: ModelConfig, cfg: TrainConfig) -> dict[str, Any]:
-    return {"model": asdict(model_cfg), "train": asdict(cfg)}

@@ -24,8 +24,7 @@ from typing import Any, Literal, Self, TypeVar
 
 import numpy as np
 
-from nextaction.baselines import DEFAULT_STRENGTHS, behavior_strengths, check_repeat_options
-from nextaction.candidates import (
+from nextaction.behavior.candidates import (
     BehaviorScorer,
     CandidateSet,
     expand_spans,
@@ -36,6 +35,7 @@ from nextaction.candidates import (
 from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import PAD_IDX, TRAIN
 from nextaction.errors import InputError
+from nextaction.evaluation.baselines import DEFAULT_STRENGTHS, behavior_strengths, check_repeat_options
 
 _T = TypeVar("_T")
 _PROB_CLIP = 1e-6  # logits stay within ±13.8

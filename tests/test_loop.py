@@ -4,36 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from factories import cyclic_dataset
-from nextaction.batches import length_batches, training_sequences, training_windows
+from factories import cyclic_dataset, small_cfgs
+from nextaction.batches import training_sequences
 from nextaction.data.schema import TEST, VALID
-from nextaction.metrics import ranking_metrics
-from nextaction.model import ModelConfig, NextActionModel
-from nextaction.train import TrainConfig, evaluate_model, fit, lr_at
-
-
-def small_cfgs(data, **train):
-    mc = ModelConfig(
-        n_items=data.n_items,
-        n_behaviors=len(data.behaviors),
-        dim=32,
-        n_heads=2,
-        n_layers=2,
-        max_len=10,
-        dropout=0.0,
-    )
-    tc = TrainConfig(
-        **{
-            "epochs": 30,
-            "batch_size": 16,
-            "lr": 5e-3,
-            "warmup_steps": 5,
-            "patience": 30,
-            "precision": "fp32",
-            **train,
-        }
-    )
-    return mc, tc
+from nextaction.evaluation.metrics import ranking_metrics
+from nextaction.model import NextActionModel
+from nextaction.scoring import evaluate_model
+from nextaction.training.loop import fit, lr_at
+from nextaction.training.state import TrainConfig
 
 
 def test_tiny_model_overfits_tiny_log(tmp_path):
@@ -63,45 +41,6 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
 
 
-def test_evaluation_is_invariant_to_batch_size(tmp_path):
-    data = cyclic_dataset(n_users=50, n_items=30, length=12, seed=3)
-    mc, tc = small_cfgs(data, epochs=3)
-    model, _ = fit(data, mc, tc, out_dir=tmp_path)
-    results = [
-        evaluate_model(model, data.seqs, split=TEST, exclude_seen=True, chunk=c)[0] for c in (1, 7, 64, 4096)
-    ]
-    for r in results[1:]:
-        np.testing.assert_array_equal(results[0], r)
-
-
-def test_windows_cover_every_target_once():
-    data = cyclic_dataset(n_users=5, n_items=30, length=23)
-    seqs = training_sequences(data.seqs)
-    starts, lengths = training_windows(seqs, max_len=5)
-    targets = []
-    for s, n in zip(starts, lengths, strict=True):
-        assert 2 <= n <= 6
-        targets += list(range(s + 1, s + n))
-    # every training event except each user's first is a target exactly once
-    expected = [p for u in range(1, 6) for p in range(seqs.offsets[u] + 1, seqs.offsets[u + 1])]
-    assert sorted(targets) == expected
-
-
-def test_training_sequences_hold_only_train_events():
-    data = cyclic_dataset(n_users=4, n_items=10, length=6)
-    seqs = training_sequences(data.seqs)
-    assert len(seqs.items) == 4 * 4
-    assert (np.asarray(seqs.split) == 0).all()
-
-
-def test_length_batches_partition_and_are_deterministic():
-    lengths = np.array([3, 9, 4, 3, 8, 2, 2, 7])
-    a = length_batches(lengths, 3, np.random.default_rng(1))
-    b = length_batches(lengths, 3, np.random.default_rng(1))
-    assert [x.tolist() for x in a] == [x.tolist() for x in b]
-    assert sorted(np.concatenate(a).tolist()) == list(range(8))
-
-
 def test_lr_schedule():
     cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert lr_at(0, 100, cfg) == pytest.approx(0.1)
@@ -109,19 +48,11 @@ def test_lr_schedule():
     assert lr_at(100, 100, cfg) == pytest.approx(0.1)
 
 
-def test_valid_split_evaluates_second_last():
-    data = cyclic_dataset(n_users=10, n_items=20, length=6)
-    from nextaction.evaluate import eval_examples
-
-    ex = eval_examples(data.seqs, split=VALID)
-    assert len(ex) == 10 and ((ex.hist_end - ex.hist_start) == 4).all()
-
-
 def test_sparse_item_table_trains_learns_and_resumes_exactly(tmp_path):
     """Sampled loss on a plain ID model: the item table gets sparse gradients and SparseAdam (auto)."""
     from dataclasses import replace
 
-    from nextaction.train import Optimizers, make_optimizer, use_sparse_items
+    from nextaction.training.loop import Optimizers, make_optimizer, use_sparse_items
 
     data = cyclic_dataset(n_users=30, n_items=20, length=8)
     mc, tc = small_cfgs(data, epochs=4, patience=10)
@@ -143,7 +74,7 @@ def test_sparse_item_table_trains_learns_and_resumes_exactly(tmp_path):
 
 
 def test_validation_holdout_learns_the_other_users_validation_events(tmp_path):
-    from nextaction.train import validation_users
+    from nextaction.training.loop import validation_users
 
     data = cyclic_dataset(n_users=40, n_items=30, length=8)
     validated, learned = validation_users(data, TrainConfig(valid_holdout=10))
@@ -164,7 +95,7 @@ def test_validation_holdout_learns_the_other_users_validation_events(tmp_path):
 
 
 def test_validation_holdout_is_off_for_temporal_splits_and_small_logs():
-    from nextaction.train import validation_users
+    from nextaction.training.loop import validation_users
 
     data = cyclic_dataset(n_users=40, n_items=30, length=8)
     assert validation_users(data, TrainConfig(valid_holdout=40)) == (None, None)  # everyone validated
@@ -186,7 +117,7 @@ def test_validation_holdout_never_learns_cold_items():
     import polars as pl
 
     from nextaction.data.schema import COLD, ITEM_IDX
-    from nextaction.train import validation_users
+    from nextaction.training.loop import validation_users
 
     data = cyclic_dataset(n_users=40, n_items=30, length=8)
     cold = [1, 2, 3]
