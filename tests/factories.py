@@ -163,6 +163,16 @@ def topic_shop(root: Path) -> Path:
     return root
 
 
+def sequences_log(path: Path, *, n_users: int = 30, n_items: int = 12, length: int = 8) -> Path:
+    """An order-only log in the ``sequences`` format (one user per line: ``user item item …``, Beauty's
+    shape): no clock, only the order of events. User ``uK`` walks the items ``sK, sK+1 …`` cyclically."""
+    lines = [
+        f"u{u} " + " ".join(f"s{(u + t) % n_items}" for t in range(length)) for u in range(1, n_users + 1)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def small_cfgs(data: PreparedDataset, **train: object) -> tuple[ModelConfig, TrainConfig]:
     """A small model and a short fp32 schedule for ``data``; ``train`` overrides TrainConfig fields."""
     mc = ModelConfig(

@@ -1,5 +1,5 @@
-"""Helpers for the service tests: a tiny trained model with a behaviour head, and a real uvicorn server
-on a free loopback port in a subprocess."""
+"""Helpers for the service tests: tiny trained models (one with a behaviour head, one from an order-only
+``sequences`` log), and a real uvicorn server on a free loopback port in a subprocess."""
 
 from __future__ import annotations
 
@@ -11,19 +11,26 @@ import time
 from pathlib import Path
 
 import httpx
+import polars as pl
 
-from factories import funnel_dataset
+from factories import funnel_dataset, sequences_log
 from nextaction.model import ModelConfig
 from nextaction.training.checkpoint import save_model
 from nextaction.training.loop import fit
 from nextaction.training.state import TrainConfig
+from nextaction.workflow import train_model
 
 API_KEY = "test-key-123"
 
 
-def tiny_model(out: Path) -> Path:
-    """A view/cart/buy model (behaviour head) trained for a few seconds on the generated funnel shop."""
+def tiny_model(out: Path, *, epochs: int = 3, titles: bool = False) -> Path:
+    """A view/cart/buy model (behaviour head) trained for a few seconds on the generated funnel shop;
+    ``titles``: its item table has a ``title`` column (item ``i7`` is "Gadget 7")."""
     data = funnel_dataset(n_users=120, n_items=40, length=20, seed=3)
+    if titles:
+        data.items = data.items.with_columns(
+            (pl.lit("Gadget ") + pl.col("item_id").str.slice(1)).alias("title")
+        )
     mc = ModelConfig(
         n_items=data.n_items,
         n_behaviors=len(data.behaviors),
@@ -32,11 +39,20 @@ def tiny_model(out: Path) -> Path:
         dropout=0.0,
         behavior_head=True,
     )
-    tc = TrainConfig(epochs=3, batch_size=32, lr=5e-3, warmup_steps=2, precision="fp32", threads=1)
+    tc = TrainConfig(epochs=epochs, batch_size=32, lr=5e-3, warmup_steps=2, precision="fp32", threads=1)
     model, _ = fit(data, mc, tc, out_dir=out)
     save_model(out, model, tc, {"exclude_seen": False})
     data.save(out / "data")
     return out
+
+
+def sequences_model(root: Path) -> Path:
+    """A model trained on an order-only ``sequences`` log (``factories.sequences_log``): its clock is
+    "positions". Returns the model directory ``root / "model"``."""
+    log = sequences_log(root / "log.txt")
+    sets = ["model.dim=16", "model.max_len=8", "train.epochs=2", "train.precision=fp32"]
+    train_model(log, root / "model", format="sequences", sets=sets)
+    return root / "model"
 
 
 def free_port() -> int:

@@ -92,7 +92,7 @@ def test_behavior_scores_shape_and_alignment(
     cands = windows[split]
     scores = fitted[name].behavior_scores(data.seqs, cands)
     assert scores.shape == (len(cands.items), NB)
-    assert scores.dtype == np.float32
+    assert scores.dtype == np.float64
     assert np.isfinite(scores).all()
     # a reordered subset of users gets exactly the rows of the full set: scores follow cands.items
     rows = [7, 3, len(cands) - 1]
@@ -124,7 +124,7 @@ def test_rank_scores_cover_the_catalogue(
         data.seqs, cands.hist_start[:20], cands.hist_end[:20], behavior=behavior
     )
     assert scores.shape == (20, data.n_items + 1)
-    assert scores.dtype == np.float32
+    assert scores.dtype == np.float64
     assert np.isneginf(scores[:, 0]).all()
     assert np.isfinite(scores[:, 1:]).all()
     assert all(len(np.unique(row[1:])) > data.n_items // 2 for row in scores)  # ties broken, never constant

@@ -9,7 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from factories import sequences_log
 from nextaction.cli import main
+
+TINY = ["--set", "model.dim=16", "--set", "model.max_len=8", "--set", "train.epochs=2"]
+TINY += ["--set", "train.precision=fp32"]
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -48,6 +52,7 @@ def test_prepare_writes_report_with_balanced_accounting(tmp_path, capsys):
     assert rows["read"] == rows["kept"] + rows["rejected"] + rows["duplicates"] + rows["filtered"]
     assert rows["rejected"] == 1 and rows["duplicates"] == 1
     assert report["users"] == 40 and report["items"] == 15
+    assert report["clock"] == "timestamps"
     rejects = pl.read_csv(tmp_path / "data" / "rejects.csv")
     assert rejects.height == 1 and rejects["line"][0] == 40 * 8 + 2
 
@@ -118,6 +123,54 @@ def test_train_evaluate_recommend_contract(tmp_path, capsys):
 
     code, _, err = run(["recommend", str(model), "--user", "nobody"], capsys)
     assert code == 2 and "unknown user" in err
+
+
+def test_history_of_a_log_without_clock_shows_positions_not_dates(tmp_path, capsys):
+    """Beauty's `sequences` format has no time column: events are numbered, never dated 1970."""
+    log = sequences_log(tmp_path / "Beauty.txt")
+    model = tmp_path / "m"
+    code, _, err = run(["train", str(log), "--format", "sequences", "--out", str(model), *TINY], capsys)
+    assert code == 0, err
+    assert json.loads((model / "data" / "report.json").read_text())["clock"] == "positions"
+
+    code, out, err = run(["history", str(model), "--user", "u3", "--limit", "3", "--json"], capsys)
+    assert code == 0, err
+    h = json.loads(out)
+    assert h["clock"] == "positions"
+    assert [(e["position"], e["item_id"]) for e in h["events"]] == [(6, "s8"), (7, "s9"), (8, "s10")]
+    assert all("time" not in e for e in h["events"])
+    code, out, err = run(["history", str(model), "--user", "u3"], capsys)
+    assert code == 0, err
+    assert "1970" not in out and "position" in out and "s10" in out
+
+
+def test_titles_of_the_item_table_in_recommend_history_and_explain(shop, tmp_path, capsys):
+    """A model trained with --items shows item titles beside the ids (JSON: a `title` per item)."""
+    titles = dict(pl.read_csv(shop / "items.csv").iter_rows())
+    model = tmp_path / "m"
+    argv = ["train", str(shop / "events.csv"), "--items", str(shop / "items.csv"), "--out", str(model)]
+    code, _, err = run([*argv, *TINY], capsys)
+    assert code == 0, err
+
+    code, out, err = run(["recommend", str(model), "--user", "u1", "--k", "5", "--json"], capsys)
+    assert code == 0, err
+    recs = json.loads(out)["items"]
+    assert len(recs) == 5 and all(r["title"] == titles[r["item_id"]] for r in recs)
+    code, out, err = run(["recommend", str(model), "--user", "u1", "--k", "5"], capsys)
+    assert code == 0, err
+    assert "title" in out and titles[recs[0]["item_id"]] in out
+
+    code, out, err = run(["history", str(model), "--user", "u1", "--json"], capsys)
+    assert code == 0, err
+    events = json.loads(out)["events"]
+    assert events and all(e["title"] == titles[e["item_id"]] for e in events)
+    assert all(e["time"].startswith("2023-") for e in events)  # a timestamped log: real times
+
+    code, out, err = run(
+        ["explain", str(model), "--user", "u1", "--item", recs[0]["item_id"], "--json"], capsys
+    )
+    assert code == 0, err
+    assert json.loads(out)["title"] == titles[recs[0]["item_id"]]
 
 
 def test_demo_runs_the_whole_path(tmp_path, capsys):

@@ -314,7 +314,7 @@ def funnel_dir(tmp_path_factory):
     mc = ModelConfig(n_items=data.n_items, n_behaviors=len(data.behaviors), dim=16, behavior_head=True)
     tc = TrainConfig(epochs=2, batch_size=32, warmup_steps=5, precision="fp32", threads=1)
     model, _ = fit(data, mc, tc, out_dir=out)
-    stage = calibrate_model(model, data)  # the ranker and its calibration, as `train` saves them
+    stage = calibrate_model(model, data, tc)  # the ranker and its calibration, as `train` saves them
     assert stage["behavior_ranker"] is not None
     save_model(out, model, tc, {"exclude_seen": False, **stage})
     data.save(out / "data")

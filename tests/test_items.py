@@ -45,9 +45,12 @@ def test_cold_start_protocol_reports_cold_and_warm(shop, tmp_path, monkeypatch):
         shop / "events.csv", out, items=shop / "items.csv", sets=TEXT_SETS, holdout_items=0.25
     )
     assert result["cold"]["users"] > 0 and result["warm"]["users"] > 0
-    assert result["cold"]["users"] + result["warm"]["users"] == result["protocol"]["users_evaluated"]
+    # the users whose target is a held-out item the offset was fitted on count in neither group
+    n = result["cold"]["users"] + result["warm"]["users"] + result["cold_fit_users"]
+    assert n == result["protocol"]["users_evaluated"]
     report = json.loads((out / "data" / "report.json").read_text())
     assert report["holdout_items"]["items"] == 8 and report["holdout_items"]["train_events_removed"] > 0
+    assert report["holdout_items"]["offset_fit_items"] == 4
     # held-out items never appear in training, so the model marks them as text-only
     p = Predictor.load(out)
     cold = set(p.data.items.filter(p.data.items["cold"])["item_id"].to_list())

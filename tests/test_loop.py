@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from factories import cyclic_dataset, small_cfgs
-from nextaction.batches import training_sequences
+from nextaction.batches import select_users, training_sequences
 from nextaction.data.schema import TEST, VALID
 from nextaction.evaluation.metrics import ranking_metrics
 from nextaction.model import NextActionModel
@@ -88,10 +88,14 @@ def test_validation_holdout_learns_the_other_users_validation_events(tmp_path):
     assert not np.isin(user[learned], validated).any()
     seqs = training_sequences(data.seqs, also=learned)
     assert len(seqs.items) == 40 * 6 + 30 and not (np.asarray(seqs.split) == TEST).any()
-    # the validation metric is computed on the sample only
+    # the validation metric is computed on the sample only: it equals the sample's NDCG@10, measured here
     mc, tc = small_cfgs(data, epochs=1, valid_holdout=10)
-    _, state = fit(data, mc, tc, out_dir=tmp_path)
+    model, state = fit(data, mc, tc, out_dir=tmp_path)
     assert state.learned_valid_events == 30
+    logged = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["valid_NDCG@10"]
+    ranks, _ = evaluate_model(model, select_users(data.seqs, validated), split=VALID, exclude_seen=True)
+    assert len(ranks) == 10
+    assert logged == pytest.approx(ranking_metrics(ranks, ks=(10,))["NDCG@10"], abs=1e-9)
 
 
 def test_validation_holdout_is_off_for_temporal_splits_and_small_logs():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from nextaction.evaluation.metrics import coverage, pessimistic_ranks, ranking_metrics
+from nextaction.evaluation.metrics import MISS_RANK, coverage, pessimistic_ranks, ranking_metrics
 
 
 def test_ranking_metrics_by_hand():
@@ -105,3 +105,17 @@ def test_log_loss_ece_and_f1_threshold():
     assert t == 0.2  # all positive: P 3/4, R 1 -> F1 6/7 beats the cut at 0.8 (F1 4/5)
     m = binary_metrics(probs, labels, t)
     assert m["recall"] == 1.0 and m["precision"] == 0.75 and m["F1"] == pytest.approx(6 / 7)
+
+
+def test_nan_scores_count_against_the_scorer():
+    scores = torch.tensor(
+        [
+            [float("-inf"), 0.5, float("nan"), 0.1, 0.9],  # a NaN rival ranks above the target (item 1)
+            [float("-inf"), float("nan"), 0.2, 0.3, 0.4],  # a NaN target is a miss: below every candidate
+            [float("-inf"), 0.5, 0.1, 0.2, 0.3],  # no NaN: the plain pessimistic rank
+        ]
+    )
+    ranks = pessimistic_ranks(scores, torch.tensor([1, 1, 1]))
+    assert ranks.tolist() == [2, MISS_RANK, 0]
+    assert ranking_metrics(ranks.numpy(), ks=(10,))["HR@10"] == pytest.approx(2 / 3)
+    assert np.isfinite(ranking_metrics(ranks.numpy(), ks=(10,))["NDCG@10"])

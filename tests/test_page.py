@@ -2,6 +2,8 @@
 
 Looks up a known user (history, recommendations, behaviour probabilities, an explanation), then a new
 user, posts a test event with the API key and checks the page refreshes; a wrong key shows an error.
+The model has item titles, which the page shows instead of ids; a model of an order-only log gets
+positions instead of 1970 dates.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ SCREENSHOT = Path("/tmp/page.png")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[serving.Server]:
     root = tmp_path_factory.mktemp("page")
-    model = serving.tiny_model(root / "model")
+    model = serving.tiny_model(root / "model", titles=True)  # item i7 is "Gadget 7"
     srv = serving.Server(model, root / "events.db")
     try:
         yield srv
@@ -55,6 +57,14 @@ def browser() -> Iterator[object]:
             yield b
         finally:
             b.close()
+
+
+def title_of(item: str) -> str:
+    return "Gadget " + item[1:]
+
+
+def data_items(page: object, selector: str) -> list[str]:
+    return page.locator(selector).evaluate_all("cells => cells.map(c => c.dataset.item)")
 
 
 def texts(page: object, selector: str) -> list[str]:
@@ -87,6 +97,9 @@ def test_page_end_to_end(server: serving.Server, browser: object) -> None:
         page.wait_for_selector('body[data-ready="1"]')
         health = httpx.get(server.url + "/healthz").json()
         assert health["behaviors"] == ["view", "cart", "buy"]
+        assert page.inner_text("#model-name") == health["model"]["name"] == "model"
+        assert page.inner_text("#model-hash") == health["model"]["hash"]
+        assert "/tmp" not in page.inner_text("header") and "/" not in page.inner_text("#model-info")
         assert texts(page, "#model-behaviors .chip") == health["behaviors"]
         assert texts(page, "#event-behavior option") == health["behaviors"]
         assert texts(page, "#rec-behavior option") == ["next item", "will view", "will cart", "will buy"]
@@ -95,13 +108,21 @@ def test_page_end_to_end(server: serving.Server, browser: object) -> None:
         look_up(page, "u1")
         expected = httpx.get(server.url + "/users/u1/history?limit=20").json()["events"]
         assert expected
-        assert texts(page, "#history tbody td.item") == [e["item_id"] for e in reversed(expected)]
+        assert data_items(page, "#history tbody td.item") == [e["item_id"] for e in reversed(expected)]
+        assert texts(page, "#history tbody td.item") == [title_of(e["item_id"]) for e in reversed(expected)]
         assert texts(page, "#history tbody td.behavior") == [e["behavior"] for e in reversed(expected)]
+        assert all(t[:4] == "1970" for t in texts(page, "#history tbody td.time"))  # funnel times
         recs = rec_rows(page)
         assert len(recs) == 10
         api_recs = httpx.get(server.url + "/users/u1/recommendations?k=10").json()["items"]
         assert [i for i, _ in recs] == [r["item_id"] for r in api_recs]
         assert all(abs(float(s) - r["score"]) < 1e-3 for (_, s), r in zip(recs, api_recs, strict=True))
+        # titles, not bare ids, in the recommendations list; the id on hover
+        assert [r["title"] for r in api_recs] == [title_of(r["item_id"]) for r in api_recs]
+        assert texts(page, "#recs tbody td.item .title") == [r["title"] for r in api_recs]
+        hover = page.locator("#recs tbody td.item .title").evaluate_all("spans => spans.map(s => s.title)")
+        assert hover == [f"item {r['item_id']}" for r in api_recs]
+        assert texts(page, "#probs tbody td.item") == [r["title"] for r in api_recs[:5]]
 
         page.wait_for_selector("#probs tbody tr")
         assert len(page.locator("#probs tbody tr").all()) == 5
@@ -116,7 +137,11 @@ def test_page_end_to_end(server: serving.Server, browser: object) -> None:
         if api_explain.status_code == 200:
             page.wait_for_selector(f'#explain[data-item="{second}"] .sentence')
             assert page.inner_text("#explain .sentence").strip() == api_explain.json()["sentence"]
-            assert page.locator("#explain .bar").count() == len(api_explain.json()["contributions"]) > 0
+            contributions = api_explain.json()["contributions"]
+            assert page.locator("#explain .bar").count() == len(contributions) > 0
+            labels = texts(page, "#explain .lbl")
+            assert all(title_of(c["item_id"]) in t for c, t in zip(contributions, labels, strict=True))
+            assert title_of(second) in page.inner_text("#explain .meta")
         else:  # the route may be missing or broken: the page says so and carries on
             page.wait_for_selector("#explain .panel-error")
             assert "unavailable" in page.inner_text("#explain")
@@ -152,7 +177,8 @@ def test_page_end_to_end(server: serving.Server, browser: object) -> None:
         page.wait_for_selector('#recs[data-user="page-user"][data-history-length="1"] tbody tr')
         page.wait_for_selector('#status[data-kind="ok"]')
         assert "Stored 1" in page.inner_text("#status")
-        assert texts(page, "#history tbody td.item") == ["i5"]
+        assert data_items(page, "#history tbody td.item") == ["i5"]
+        assert texts(page, "#history tbody td.item") == ["Gadget 5"]
         assert texts(page, "#history tbody td.behavior") == ["cart"]
         assert "Fallback" not in page.inner_text("#recs-note")
         after = rec_rows(page)
@@ -192,3 +218,33 @@ def test_page_survives_escaping(server: serving.Server, browser: object) -> None
         assert page.evaluate("window.pwned") is None
     finally:
         page.close()
+
+
+def test_page_numbers_the_events_of_a_log_without_clock(
+    tmp_path_factory: pytest.TempPathFactory, browser: object
+) -> None:
+    """A model of a `sequences` log (order only, no time column): the history shows #positions, no dates."""
+    root = tmp_path_factory.mktemp("positions")
+    model = serving.sequences_model(root)
+    srv = serving.Server(model, root / "events.db")
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(srv.url + "/")
+        page.wait_for_selector('body[data-ready="1"]')
+        look_up(page, "u3")
+        api = httpx.get(srv.url + "/users/u3/history?limit=20").json()
+        assert api["clock"] == "positions"
+        assert page.get_attribute("#history", "data-clock") == "positions"
+        assert texts(page, "#history thead th") == ["item", "behaviour", "position"]
+        shown = texts(page, "#history tbody td.time")
+        assert (
+            shown
+            == [f"#{e['position']}" for e in reversed(api["events"])]
+            == [f"#{n}" for n in range(8, 0, -1)]
+        )
+        assert "1970" not in page.inner_text("body")
+        assert str(model) not in page.content() and str(root) not in page.content()
+    finally:
+        page.close()
+        srv.stop()

@@ -86,7 +86,7 @@ def funnel_dir(tmp_path_factory):
     mc = ModelConfig(n_items=data.n_items, n_behaviors=len(data.behaviors), dim=16, behavior_head=True)
     tc = TrainConfig(epochs=4, batch_size=32, warmup_steps=5, precision="fp32")
     model, _ = fit(data, mc, tc, out_dir=out)
-    save_model(out, model, tc, {"exclude_seen": False, **calibrate_model(model, data)})
+    save_model(out, model, tc, {"exclude_seen": False, **calibrate_model(model, data, tc)})
     data.save(out / "data")
     return out
 

@@ -57,7 +57,8 @@ def test_bf16_first_pass_still_gives_the_exact_answer(n_queries: int) -> None:
 
 
 def test_faiss_index_recall_and_exact_scores() -> None:
-    faiss_index = pytest.importorskip("nextaction.retrieval").FaissIndex
+    from nextaction.retrieval import FaissIndex as faiss_index  # an import bug of ours fails, never skips
+
     pytest.importorskip("faiss")
     g = torch.Generator().manual_seed(1)
     # like learned item vectors: clustered (categories), with varied norms (popularity), so truly MIPS

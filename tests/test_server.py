@@ -3,6 +3,8 @@ server for durability (killed mid-ingestion) and concurrent ingestion."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from nextaction.server.app import ServeConfig, create_app
 from nextaction.server.store import NewEvent, SQLiteEventStore, open_store
-from serving import API_KEY, Server, tiny_model
+from serving import API_KEY, Server, sequences_model, tiny_model
 
 AUTH = {"X-API-Key": API_KEY}
 
@@ -88,8 +90,10 @@ def test_store_url_errors_are_clear(tmp_path: Path) -> None:
 def test_healthz_and_seeded_users(client: TestClient) -> None:
     h = client.get("/healthz").json()
     assert h["status"] == "ok" and h["behaviors"] == ["view", "cart", "buy"] and h["items"] == 40
+    assert h["clock"] == "timestamps"  # a dataset report without "clock" (older models): timestamps
     hist = client.get("/users/u1/history?limit=5").json()
     assert hist["known_user"] and len(hist["events"]) == 5
+    assert hist["clock"] == "timestamps" and all(e["time"].startswith("19") for e in hist["events"])
 
 
 def test_recommendations_reflect_an_event_posted_just_before(client: TestClient) -> None:
@@ -226,6 +230,51 @@ def test_reload_swaps_the_model(client: TestClient, model_dir: Path, tmp_path: P
     bad = client.post("/admin/reload", headers=AUTH, json={"model_dir": str(tmp_path / "nowhere")})
     assert bad.status_code == 400
     assert client.get("/healthz").json()["model_generation"] == 1  # the old model still serves
+
+
+def test_healthz_names_the_model_by_name_and_hash_never_its_path(
+    client: TestClient, model_dir: Path, tmp_path: Path
+) -> None:
+    """/healthz is readable without a key: it shows the model directory's base name and a content hash."""
+
+    def model_info() -> dict:
+        r = client.get("/healthz")
+        for path in (str(model_dir), str(model_dir.resolve()), str(tmp_path), str(tmp_path.resolve())):
+            assert path not in r.text
+        assert "model_dir" not in r.json()
+        return r.json()["model"]
+
+    first = model_info()
+    assert first["name"] == model_dir.name and re.fullmatch(r"[0-9a-f]{12}", first["hash"])
+    copy = shutil.copytree(model_dir, tmp_path / "same-model")  # the same content: the same hash
+    assert client.post("/admin/reload", headers=AUTH, json={"model_dir": str(copy)}).status_code == 200
+    assert model_info() == {"name": "same-model", "hash": first["hash"]}
+    other = tiny_model(tmp_path / "other-model", epochs=1)  # another model: another hash
+    r = client.post("/admin/reload", headers=AUTH, json={"model_dir": str(other)})
+    assert r.status_code == 200 and r.json()["model_dir"] == str(other)  # the admin may see the path
+    second = model_info()
+    assert second["name"] == "other-model" and re.fullmatch(r"[0-9a-f]{12}", second["hash"])
+    assert second["hash"] != first["hash"]
+
+
+def test_history_of_a_log_without_clock_counts_positions(tmp_path: Path) -> None:
+    """A ``sequences`` log only orders events: the history says so (``clock``) and numbers the events
+    instead of giving them 1970 dates; a timestamped model's history keeps its times."""
+    model = sequences_model(tmp_path)
+    app = create_app(
+        ServeConfig(model_dir=str(model), store=f"sqlite:///{tmp_path / 'events.db'}", api_key=API_KEY)
+    )
+    client = TestClient(app)
+    assert client.get("/healthz").json()["clock"] == "positions"
+    h = client.get("/users/u3/history?limit=3").json()  # u3 has 8 events: the last three are #6, #7, #8
+    assert h["clock"] == "positions"
+    assert [(e["position"], e["item_id"]) for e in h["events"]] == [(6, "s8"), (7, "s9"), (8, "s10")]
+    assert all("time" not in e for e in h["events"])
+    full = client.get("/users/u3/history").json()["events"]
+    assert [e["position"] for e in full] == list(range(1, 9))
+    # the events of the history route can be posted back as a history
+    r = client.post("/recommendations", json={"history": full, "k": 3})
+    assert r.status_code == 200 and r.json()["history_length"] == 8
 
 
 def test_metrics_in_prometheus_format(client: TestClient) -> None:

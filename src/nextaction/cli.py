@@ -313,15 +313,45 @@ def recommend(
     from nextaction.predictor import Predictor
 
     p = Predictor.load(model_dir)
-    recs = p.recommend(p.history(user, split=split), k=k, behavior=behavior)
-    score_name = f"P({behavior})" if behavior else "score"
+    items = p.item_entries(p.recommend(p.history(user, split=split), k=k, behavior=behavior))
     if json_:
-        _print_json({"user": user, "items": [{"item_id": i, "score": s} for i, s in recs]})
+        _print_json({"user": user, "items": items})
         return
     what = f"items user {user} will {behavior} next" if behavior else f"next items for user {user}"
-    table = Table("rank", "item_id", score_name, title=what)
-    for r, (item, score) in enumerate(recs, 1):
-        table.add_row(str(r), item, f"{score:.3f}")
+    with_titles = any("title" in e for e in items)  # a catalogue without titles gets no empty column
+    score_name = f"P({behavior})" if behavior else "score"
+    table = Table("rank", "item_id", *(["title"] if with_titles else []), score_name, title=what)
+    for r, e in enumerate(items, 1):
+        name = [e.get("title", "")] if with_titles else []
+        table.add_row(str(r), e["item_id"], *name, f"{e['score']:.3f}")
+    out.print(table)
+
+
+@app.command()
+def history(
+    model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
+    user: Annotated[str, typer.Option("--user", help="user id from the training data")],
+    split: Annotated[str, typer.Option(help="events before this split's target: test, valid or all")] = "all",
+    limit: Annotated[int, typer.Option("--limit", help="show the user's last N events")] = 50,
+    json_: JsonOpt = False,
+) -> None:
+    """A user's known events, oldest first: times (or positions, for logs without a clock) and titles."""
+    from nextaction.predictor import Predictor
+
+    h = Predictor.load(model_dir).user_history(user, split=split, limit=limit)
+    if json_:
+        _print_json(h)
+        return
+    events = h["events"]
+    positions = h["clock"] == "positions"  # an order-only log (sequences): no dates to show
+    with_titles = any("title" in e for e in events)
+    columns = ["#", *([] if positions else ["time (UTC)"]), "item_id", *(["title"] if with_titles else [])]
+    note = "# = position: the log records the order of events, not their time" if positions else None
+    table = Table(*columns, "behavior", title=f"history of user {user}", caption=note)
+    for e in events:
+        time = [] if positions else [(e.get("time") or "").replace("+00:00", "")]
+        name = [e.get("title", "")] if with_titles else []
+        table.add_row(str(e["position"]), *time, e["item_id"], *name, e["behavior"] or "")
     out.print(table)
 
 
@@ -387,7 +417,8 @@ def explain(
     value = "share" if method == "rollout" else "Δ score" if behavior is None else f"Δ P({behavior})"
     with_titles = bool(e.titles)  # a catalogue without titles gets no empty column
     columns = ["rank", "position", "item_id", *(["title"] if with_titles else []), "behavior", value, "share"]
-    title = f"past events behind {item} for user {user} ({method}; score {e.score:.3f})"
+    named = f"{e.titles[e.item_id]} ({item})" if e.titles.get(e.item_id) else item
+    title = f"past events behind {named} for user {user} ({method}; score {e.score:.3f})"
     table = Table(*columns, title=title)
     for r, ((pos, it, beh, v), share) in enumerate(zip(e.contributions, e.shares, strict=True), 1):
         name = [e.titles.get(it, "")] if with_titles else []
@@ -417,7 +448,7 @@ def similar(
     p = Predictor.load(model_dir)
     items = p.similar(item, k=k)
     if json_:
-        _print_json({"item_id": item, "items": [{"item_id": i, "similarity": s} for i, s in items]})
+        _print_json({"item_id": item, "items": p.item_entries(items, key="similarity")})
         return
     titles = p.titles
     table = Table("rank", "item_id", "title", "cosine", title=f"items similar to {titles.get(item, item)}")

@@ -251,7 +251,12 @@ class NextActionModel(nn.Module):
         if cfg.text_dim > 0:
             self.register_buffer("text_emb", torch.zeros(cfg.n_items + 1, cfg.text_dim))
             self.register_buffer("has_id", torch.ones(cfg.n_items + 1))
-            # Score offset of text-only items, fitted after training on validation (train.fit_new_item_offset):
+            # Items registered as new (``items add``; the held-out items of the cold-start protocol): the
+            # only ones the new-item offset lifts. Not "every item without training events": in a catalogue
+            # built from a log those are the items that appear in validation or test, so lifting them would
+            # reward an item for having a future.
+            self.register_buffer("is_new", torch.zeros(cfg.n_items + 1))
+            # Score offset of new items, fitted after training on validation (text.cold.fit_new_item_offset):
             # a text-only vector lacks the ID part that carries an item's popularity, so new items score
             # systematically low against trained ones. 0 during training.
             self.register_buffer("new_item_offset", torch.zeros(()))
@@ -305,10 +310,10 @@ class NextActionModel(nn.Module):
 
     def score_bias(self, *, text_only: bool = False) -> torch.Tensor | None:
         """(n_items + 1,) additive score per item, or None: the learned item bias plus the new-item offset
-        on text-only items (items without training events, or every item when ``text_only``)."""
+        on items registered as new (``is_new``; every item when ``text_only``)."""
         bias = self.out_bias
         if self.has_new_item_offset():
-            new = torch.ones_like(self.has_id) if text_only else 1.0 - self.has_id
+            new = torch.ones_like(self.is_new) if text_only else self.is_new
             offset = self.new_item_offset * new
             bias = offset if bias is None else bias + offset
         return bias

@@ -9,6 +9,9 @@
     p.recommend(p.history("42", split="all"), k=5, behavior="buy")  # items the user will buy next
     p.explain(p.history("42"), "B003").sentence      # "Recommended because you viewed X and bought Y."
 
+    p.describe_history(p.history("42", split="all"))  # for display: + position, time (if any), title
+    p.item_entries(p.recommend(p.history("42")))      # [{"item_id", "score", "title" (when known)}, …]
+
 A history is a list of events, oldest first: dicts with ``item_id`` and optional ``behavior`` and
 ``timestamp`` (epoch milliseconds), or bare item ids. Items the model has never seen are skipped (they carry
 no learned signal) and listed in :attr:`Predictor.last_unknown`. An empty history is valid: a new user
@@ -17,6 +20,7 @@ gets predictions from what the model learned about everyone (popular items, base
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,15 @@ from nextaction.behavior.ranker import (
     user_states,
 )
 from nextaction.data.dataset import PreparedDataset, Sequences
-from nextaction.data.schema import BEHAVIOR, DEFAULT_BEHAVIOR, ITEM_ID, SPLIT_NAMES, TIMESTAMP
+from nextaction.data.schema import (
+    BEHAVIOR,
+    CLOCK_POSITIONS,
+    DEFAULT_BEHAVIOR,
+    ITEM_ID,
+    SPLIT_NAMES,
+    TIMESTAMP,
+)
+from nextaction.data.splits import iso_time
 from nextaction.errors import InputError
 from nextaction.explain import Explanation
 from nextaction.model import NextActionModel
@@ -44,13 +56,23 @@ from nextaction.scoring import score_histories
 from nextaction.training.checkpoint import load_model
 
 Event = Mapping[str, Any] | str | int
+FINGERPRINT_FILES = ("model.safetensors", "config.json")  # what a model's content hash covers
+FINGERPRINT_CHARS = 12
 
 
 class Predictor:
     """A trained model plus the vocabularies and histories it was trained with."""
 
-    def __init__(self, model: NextActionModel, config: dict[str, Any], data: PreparedDataset) -> None:
+    def __init__(
+        self,
+        model: NextActionModel,
+        config: dict[str, Any],
+        data: PreparedDataset,
+        *,
+        model_dir: str | Path | None = None,
+    ) -> None:
         self.model = model
+        self.model_dir = None if model_dir is None else Path(model_dir)
         self.config = config
         self.data = data
         self._item_idx = data.item_index()
@@ -66,11 +88,30 @@ class Predictor:
         self._popularity: torch.Tensor | None = None
         self._index: Any = None  # retrieval.ExactIndex / FaissIndex once use_index() is called
         self._titles: dict[str, str] | None = None  # item_id -> display title, built on first use
+        self._identity: dict[str, str | None] | None = None  # name and content hash, computed on first use
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Predictor:
         model, config = load_model(model_dir)
-        return cls(model, config, PreparedDataset.load(Path(model_dir) / "data"))
+        return cls(model, config, PreparedDataset.load(Path(model_dir) / "data"), model_dir=model_dir)
+
+    @property
+    def identity(self) -> dict[str, str | None]:
+        """``{"name": the model directory's base name, "hash": content hash}`` — what the service shows
+        instead of the directory's path. The hash (:func:`model_fingerprint`) is computed once."""
+        if self._identity is None:
+            d = self.model_dir
+            self._identity = {
+                "name": None if d is None else d.resolve().name,
+                "hash": None if d is None else model_fingerprint(d),
+            }
+        return self._identity
+
+    @property
+    def clock(self) -> str:
+        """The training log's clock: "timestamps", or "positions" when it only orders events (``sequences``
+        files: position p is stored as p × 1000 ms), so histories show positions, not dates."""
+        return self.data.clock
 
     # ---- histories ----------------------------------------------------------------------------------
 
@@ -98,6 +139,57 @@ class Predictor:
             {ITEM_ID: self._item_ids[i], BEHAVIOR: self.data.behaviors[b], TIMESTAMP: int(t)}
             for i, b, t in zip(items.tolist(), behaviors.tolist(), times.tolist(), strict=True)
         ]
+
+    def user_history(
+        self, user_id: str | int, *, split: str = "all", limit: int | None = None
+    ) -> dict[str, Any]:
+        """The user's known events for display (``nextaction history``): ``{"user_id", "clock", "events"}``
+        with the last ``limit`` events (None = all) of :meth:`history`, described by :meth:`describe_history`
+        (positions count from the user's first event)."""
+        if limit is not None and limit < 1:
+            raise InputError(f"limit must be at least 1, got {limit}")
+        events = self.history(user_id, split=split)
+        shown = events if limit is None else events[-limit:]
+        return {
+            "user_id": str(user_id),
+            "clock": self.clock,
+            "events": self.describe_history(shown, first_position=len(events) - len(shown) + 1),
+        }
+
+    def describe_history(
+        self, events: Sequence[Mapping[str, Any]], *, first_position: int = 1
+    ) -> list[dict[str, Any]]:
+        """Stored events (``item_id``, ``behavior``, ``timestamp``) for display, oldest first: each also gets
+        ``position`` (1-based in the user's history; ``first_position`` is the first one's), ``time`` (UTC,
+        ISO-8601) unless the log has no clock (:attr:`clock` "positions"), and ``title`` when known."""
+        titles = self.titles
+        with_time = self.clock != CLOCK_POSITIONS
+        out: list[dict[str, Any]] = []
+        for n, ev in enumerate(events):
+            row = {ITEM_ID: ev[ITEM_ID], BEHAVIOR: ev.get(BEHAVIOR), TIMESTAMP: ev.get(TIMESTAMP)}
+            row["position"] = first_position + n
+            if with_time and ev.get(TIMESTAMP) is not None:
+                row["time"] = iso_time(int(ev[TIMESTAMP]))
+            title = titles.get(str(ev[ITEM_ID]))
+            if title:
+                row["title"] = title
+            out.append(row)
+        return out
+
+    def item_entries(
+        self, ranked: Iterable[tuple[str, float]], *, key: str = "score"
+    ) -> list[dict[str, Any]]:
+        """(item_id, value) pairs -> JSON entries ``{"item_id", key: value}`` plus ``"title"`` where the
+        catalogue has one (what the CLI's ``--json`` and the HTTP routes return)."""
+        titles = self.titles
+        out: list[dict[str, Any]] = []
+        for item, value in ranked:
+            entry: dict[str, Any] = {ITEM_ID: item, key: value}
+            title = titles.get(item)
+            if title:
+                entry["title"] = title
+            out.append(entry)
+        return out
 
     def encode(self, history: Iterable[Event]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """History events -> (item_idx, behavior_idx, timestamp ms) arrays; unknown items are skipped."""
@@ -159,6 +251,8 @@ class Predictor:
         race to build them)."""
         self.knows_user("")
         self.popularity()
+        self.titles  # noqa: B018  (built now: the service shows titles)
+        self.identity  # noqa: B018  (hashes the model files once, at load)
         if self.model.behavior is not None:
             self._require_head()
 
@@ -464,6 +558,21 @@ class Predictor:
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
         return [(self._item_ids[i], s) for i, s in ex.similar_items(self.model, self._target(item_id), k)]
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """The first 12 hex characters of sha256 over a model directory's weights and config: the same for
+    the same model wherever it lies, different when it is retrained or gains items."""
+    digest = hashlib.sha256()
+    for name in FINGERPRINT_FILES:
+        path = Path(model_dir) / name
+        if not path.is_file():
+            continue
+        digest.update(name.encode() + b"\0")
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:FINGERPRINT_CHARS]
 
 
 def item_titles(items: pl.DataFrame) -> dict[str, str]:

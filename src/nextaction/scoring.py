@@ -62,12 +62,14 @@ def evaluate_model(
     chunk: int = 2048,
     k_top: int = 20,
     max_users: int = 0,
+    users: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ranks and top-``k_top`` lists of every user's target in ``split`` (see evaluation/ranking.py for the protocol).
 
-    ``max_users`` > 0 evaluates a fixed random sample of that many users (``EvalExamples.sample``, seed 0).
+    ``max_users`` > 0 evaluates a fixed random sample of that many users (``EvalExamples.sample``, seed 0);
+    ``users``: only these user positions.
     """
-    ex = eval_examples(seqs, split=split, target_behavior=target_behavior).sample(max_users)
+    ex = eval_examples(seqs, split=split, target_behavior=target_behavior).of_users(users).sample(max_users)
     chunk = catalogue_chunk(chunk, model.cfg.n_items)
     L = model.cfg.max_len
     lengths = np.minimum(ex.hist_end - ex.hist_start, L)

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import polars as pl
 
 from nextaction.config import build, load_sections
 from nextaction.data.dataset import PreparedDataset
-from nextaction.data.schema import TEST, VALID
+from nextaction.data.schema import COLD, COLD_FIT, ITEM_IDX, TEST, VALID
 from nextaction.errors import InputError
 
 # torch-backed modules are imported inside the functions that train or score, so that `nextaction prepare`
@@ -174,7 +175,7 @@ def train_model(
             exclude_seen = (
                 default_exclude_seen(data) if train_cfg.exclude_seen is None else train_cfg.exclude_seen
             )
-            behavior_stage = calibrate_model(model, data)
+            behavior_stage = calibrate_model(model, data, train_cfg)
             new_items = new_item_offset(model, data, train_cfg, exclude_seen=exclude_seen)
             if new_items is not None:
                 log(
@@ -266,29 +267,37 @@ def _training_data(
 def new_item_offset(
     model: Any, data: PreparedDataset, train_cfg: Any, *, exclude_seen: bool
 ) -> dict[str, Any] | None:
-    """Fit the text-only items' score offset on the users validated during training (see
-    train.fit_new_item_offset); None for models without item text."""
+    """Fit the new items' score offset on the users validated during training (see
+    text.cold.fit_new_item_offset); None for models without item text. With held-out items, users whose
+    validation target is one of the held-out items the offset is tested on are left out: the offset is
+    chosen on the other half (``cold_fit``) alone."""
     from nextaction.batches import select_users
+    from nextaction.evaluation.ranking import eval_examples
     from nextaction.text.cold import fit_new_item_offset
     from nextaction.training.loop import validation_users
 
     validated, _ = validation_users(data, train_cfg)
+    if COLD in data.items.columns:
+        tested = data.items.filter(pl.col(COLD) & ~pl.col(COLD_FIT))[ITEM_IDX].to_numpy()
+        ex = eval_examples(data.seqs, split=VALID).of_users(validated)
+        validated = ex.user_idx[~np.isin(ex.target, tested)]
     seqs = data.seqs if validated is None else select_users(data.seqs, validated)
     return fit_new_item_offset(model, seqs, exclude_seen=exclude_seen, tolerance=train_cfg.new_item_tolerance)
 
 
-def calibrate_model(model: Any, data: PreparedDataset) -> dict[str, Any]:
-    """The behaviour stage fitted on the valid window: ``behavior_ranker`` (behaviors.BehaviorRanker as a
-    dict) and ``calibration`` (Platt scaling + max-F1 thresholds of its scores); both None without a head
-    or without a valid window."""
+def calibrate_model(model: Any, data: PreparedDataset, train_cfg: Any) -> dict[str, Any]:
+    """The behaviour stage fitted on the valid window of the users whose validation events the model did
+    not learn: ``behavior_ranker`` (behavior.ranker.BehaviorRanker as a dict) and ``calibration`` (Platt
+    scaling + max-F1 thresholds of its scores); both None without a head or without a valid window."""
     from nextaction.behavior.calibration import calibrate
     from nextaction.behavior.evaluation import eval_setup
     from nextaction.behavior.ranker import ModelBehaviorScorer
+    from nextaction.training.loop import held_out_validation_users
 
     none: dict[str, Any] = {"behavior_ranker": None, "calibration": None}
     if model.behavior is None:
         return none
-    setup = eval_setup(data)
+    setup = eval_setup(data, valid_users=held_out_validation_users(data, train_cfg))
     if len(setup.valid) == 0:
         return none
     scorer = ModelBehaviorScorer(model).fit(data, train=setup.valid)
@@ -301,7 +310,12 @@ def calibrate_model(model: Any, data: PreparedDataset) -> dict[str, Any]:
 
 
 def evaluate_behaviors(
-    model: Any, data: PreparedDataset, *, ranker: dict[str, Any] | None = None, baselines: bool = False
+    model: Any,
+    data: PreparedDataset,
+    train_cfg: Any,
+    *,
+    ranker: dict[str, Any] | None = None,
+    baselines: bool = False,
 ) -> dict[str, Any]:
     """The behaviour-prediction protocol of behavior/evaluation.py for the model (and the behaviour baselines).
 
@@ -310,16 +324,19 @@ def evaluate_behaviors(
     """
     from nextaction.behavior.evaluation import behavior_protocol, eval_setup, evaluate_behavior_scorer
     from nextaction.behavior.ranker import BehaviorRanker, ModelBehaviorScorer
+    from nextaction.training.loop import held_out_validation_users, trained_view
 
-    setup = eval_setup(data)
+    setup = eval_setup(data, valid_users=held_out_validation_users(data, train_cfg))
     scorer = ModelBehaviorScorer(model, ranker=BehaviorRanker.from_dict(ranker))
     result: dict[str, Any] = evaluate_behavior_scorer(scorer, data, setup)
     result["protocol"] = behavior_protocol(data, setup)
     if baselines:
         from nextaction.behavior.baselines import default_behavior_baselines
 
+        view = trained_view(data, train_cfg)
         result["baselines"] = {
-            b.name: evaluate_behavior_scorer(b, data, setup) for b in default_behavior_baselines()
+            b.name: evaluate_behavior_scorer(b, data, setup, fit_data=view)
+            for b in default_behavior_baselines()
         }
     return result
 
@@ -343,26 +360,49 @@ def evaluate_dir(
     from nextaction.evaluation.ranking import eval_examples, evaluate_scorer, protocol
     from nextaction.scoring import evaluate_model
     from nextaction.training.checkpoint import load_model
+    from nextaction.training.loop import held_out_validation_users, trained_view
+    from nextaction.training.state import TrainConfig
 
     if split not in ("test", "valid"):
         raise InputError(f"--split must be test or valid, got '{split}'")
     code = TEST if split == "test" else VALID
     model, config = load_model(model_dir)
     data = PreparedDataset.load(Path(model_dir) / "data")
+    train_cfg = build(
+        TrainConfig, config.get("train", {}), where=f"{Path(model_dir) / 'config.json'} [train]"
+    )
     excl = bool(config.get("exclude_seen", True)) if exclude_seen is None else exclude_seen
+    # validation: only the users whose validation events the model did not learn (the rest is in-sample)
+    users = held_out_validation_users(data, train_cfg) if code == VALID else None
     t0 = time.perf_counter()
     if max_users < 0:
         raise InputError(f"--users must be positive (0 = all), got {max_users}")
-    ranks, tops = evaluate_model(model, data.seqs, split=code, exclude_seen=excl, max_users=max_users)
+    ranks, tops = evaluate_model(
+        model, data.seqs, split=code, exclude_seen=excl, max_users=max_users, users=users
+    )
     seconds = time.perf_counter() - t0
-    n_all = len(eval_examples(data.seqs, split=code))
+    n_all = len(eval_examples(data.seqs, split=code).of_users(users))
     sampled = max_users and max_users < n_all
     metrics = ranking_metrics(ranks)
     metrics["coverage@10"] = coverage(tops[:, :10], data.n_items)
     seed = config.get("train", {}).get("seed")
+    from nextaction.text.cold import scored_as
     from nextaction.text.items import cold_warm
 
-    split_metrics = None if sampled else cold_warm(data, code, ranks)
+    split_metrics = None if sampled else cold_warm(data, code, ranks, users=users)
+    if split_metrics is not None and model.text_proj is not None:
+        # what the fitted offset buys on the tested cold items, and costs on the warm ones
+        ranks0 = ranks
+        if model.has_new_item_offset():
+            with scored_as(model, offset=0.0):
+                ranks0, _ = evaluate_model(
+                    model, data.seqs, split=code, exclude_seen=excl, k_top=0, users=users
+                )
+        at0 = cold_warm(data, code, ranks0, users=users) or {}
+        split_metrics["at_offset_0"] = {k: at0[k] for k in (COLD, "warm")}
+    new_by_time = None
+    if not sampled and model.text_proj is not None and data.report.get("split", {}).get("kind") == "temporal":
+        new_by_time = _new_by_time(model, data, code, ranks, exclude_seen=excl, users=users)
     result: dict[str, Any] = {
         "metrics": metrics,
         "protocol": protocol(
@@ -382,21 +422,68 @@ def evaluate_dir(
             f"train events + the validation events of {learned} users outside the validation sample "
             f"(train.valid_holdout = {config.get('train', {}).get('valid_holdout')}); test events never"
         )
+    if users is not None:
+        result["protocol"]["validation_users"] = (
+            f"the {len(users)} validated users only: the other users' validation events were trained on"
+        )
     if split_metrics is not None:
         # "cold" and "warm": targets held out of training vs the rest, with the holdout that made them
         result.update(split_metrics)
+    if new_by_time is not None:
+        result["new_by_time"] = new_by_time
     if baselines:
+        view = trained_view(data, train_cfg)  # baselines fit on exactly the model's training events
         result["baselines"] = {
-            b.name: evaluate_scorer(b.fit(data), data, split=code, exclude_seen=excl, max_users=max_users)[
-                "metrics"
-            ]
+            b.name: evaluate_scorer(
+                b.fit(view), data, split=code, exclude_seen=excl, max_users=max_users, users=users
+            )["metrics"]
             for b in default_baselines(data)
         }
     if model.behavior is not None and split == "test":
         result["behaviors"] = evaluate_behaviors(
-            model, data, ranker=config.get("behavior_ranker"), baselines=baselines
+            model, data, train_cfg, ranker=config.get("behavior_ranker"), baselines=baselines
         )
     return result
+
+
+def _new_by_time(
+    model: Any, data: PreparedDataset, code: int, ranks: np.ndarray, *, exclude_seen: bool, users: Any
+) -> dict[str, Any] | None:
+    """Temporal splits: the targets on items first seen in the evaluated window (new by time), as scored
+    (nobody registered them, so no offset: text alone) and as if a shop had registered them as new before
+    the window (``items add``: the fitted offset lifts them). The catalogue holds only the new items that
+    did get events in the window, so the registered figure is an upper bound of what the offset gives in a
+    real catalogue, where most new items get none and the offset lifts them all the same."""
+    from nextaction.evaluation.metrics import ranking_metrics
+    from nextaction.evaluation.ranking import eval_examples
+    from nextaction.scoring import evaluate_model
+    from nextaction.text.cold import first_seen_in, scored_as
+
+    new = first_seen_in(data.seqs, code, data.n_items)
+    is_new = np.isin(eval_examples(data.seqs, split=code).of_users(users).target, new)
+    if not is_new.any():
+        return None
+    with scored_as(model, new_items=new):
+        registered, _ = evaluate_model(
+            model, data.seqs, split=code, exclude_seen=exclude_seen, k_top=0, users=users
+        )
+    keys = ("HR@10", "NDCG@10", "MRR@10", "HR@20")
+    as_scored, lifted = (
+        ranking_metrics(ranks[is_new], ks=(10, 20)),
+        ranking_metrics(registered[is_new], ks=(10, 20)),
+    )
+    return {
+        "items": len(new),
+        "users": int(is_new.sum()),
+        "offset": float(model.new_item_offset),
+        "as_scored": {k: as_scored[k] for k in keys},
+        "registered_new": {k: lifted[k] for k in keys},
+        "others_registered_new": {
+            k: v
+            for k, v in ranking_metrics(registered[~is_new], ks=(10,)).items()
+            if k in ("HR@10", "NDCG@10")
+        },
+    }
 
 
 def default_baselines(data: PreparedDataset) -> list[Any]:

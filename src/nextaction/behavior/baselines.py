@@ -12,9 +12,12 @@ HR/NDCG). Statistics come from TRAIN events only, so nothing of the windows bein
   the user already touched, so this is the baseline a sequence model most often fails to beat.
 - :class:`FeatureModel` ("logreg", "gbm"): a classifier per behaviour on hand-made (history, item)
   features, fitted on the VALID window's labels. It learns funnel rules such as "carted and not bought
-  yet → bought soon"; if the transformer cannot beat it, it has not learned more than those rules.
+  yet → bought soon"; if the transformer cannot beat it, it has not learned more than those rules. Its
+  item counts are the model's ranker's: :class:`ItemStats` as of the prediction moment.
 
 Scores of every baseline break ties by TRAIN popularity, so full-catalogue rankings are never constant.
+"TRAIN" is whatever the ``data`` given to ``fit`` marks TRAIN: the evaluation passes the model's own
+training events (``training.loop.trained_view``), so a baseline never learns from less than the model.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from nextaction.behavior.candidates import (
     BehaviorScorer,
     CandidateSet,
+    ItemStats,
     expand_spans,
     lookup,
     pair_features,
@@ -39,8 +43,8 @@ from nextaction.evaluation.baselines import DEFAULT_STRENGTHS, behavior_strength
 
 _T = TypeVar("_T")
 _PROB_CLIP = 1e-6  # logits stay within ±13.8
-# FeatureModel.rank_scores: items off the shortlist sink this far below it. The shortlist keeps scores of
-# magnitude ≤ 14, where float32 still resolves the popularity tie-break (at 1000 it would not).
+# FeatureModel.rank_scores: items off the shortlist sink this far below it. Scores are float64, which still
+# resolves the popularity tie-break at this magnitude (float32 would not: ties charged to the baseline).
 _OFF_SHORTLIST = 1000.0
 _SHORTLIST_TIEBREAK = 0.01  # popularity added to shortlist logits: orders ties, never a real difference
 _N_POPULAR = 100  # most popular items of the behaviour added to every user's shortlist
@@ -91,10 +95,10 @@ class RepeatBehavior:
 
     def fit(self, data: PreparedDataset, *, train: CandidateSet) -> Self:
         strength = behavior_strengths(data.behaviors, self.strengths)
-        rows = _popularity_rows(_behavior_counts(data, train)).astype(np.float64)
+        rows = _popularity_rows(_behavior_counts(data, train))
         weakest = float(strength[1:].min(initial=1.0)) * self.decay ** (self.window - 1)
         tiebreak = rows / (rows.max(axis=1, keepdims=True) + 1.0) * 0.5 * weakest
-        self._fit = (strength, tiebreak.astype(np.float32))
+        self._fit = (strength, tiebreak)
         return self
 
     def behavior_scores(self, seqs: Sequences, cands: CandidateSet) -> np.ndarray:
@@ -103,7 +107,7 @@ class RepeatBehavior:
         evidence = np.append(values, 0.0)[
             lookup(keys, cands.user_of_candidate() * tiebreak.shape[1] + cands.items)
         ]
-        return (evidence[:, None] + tiebreak[:, cands.items].T).astype(np.float32)
+        return evidence[:, None] + tiebreak[:, cands.items].T
 
     def rank_scores(
         self, seqs: Sequences, hist_start: np.ndarray, hist_end: np.ndarray, *, behavior: int
@@ -112,7 +116,7 @@ class RepeatBehavior:
         n_cols = tiebreak.shape[1]
         out = np.tile(tiebreak[_column(behavior, len(tiebreak))], (len(hist_start), 1))
         keys, values = self._evidence(seqs, hist_start, hist_end, n_cols, strength)
-        out.reshape(-1)[keys] += values.astype(np.float32)  # keys = row * n_cols + item: flat positions
+        out.reshape(-1)[keys] += values  # keys = row * n_cols + item: flat positions
         out[:, PAD_IDX] = -np.inf
         return out
 
@@ -135,9 +139,10 @@ class FeatureModel:
 
     Features, for behaviours b = 1 … NB (see :meth:`_features`): log1p count of b on the candidate in the
     history; log1p events and log1p seconds since the last interaction with it (to the history's end;
-    a large constant if never); one-hot behaviour of that last interaction; the item's log1p TRAIN count
-    of b; its smoothed TRAIN conversion rates count(b) / count(first behaviour) for b ≥ 2; the user's
-    log1p history length and log1p count of b.
+    a large constant if never); one-hot behaviour of that last interaction; the item's log1p count of b
+    and its smoothed conversion rates count(b) / count(first behaviour) for b ≥ 2, both as of the
+    prediction moment (``ItemStats``, the model ranker's statistics); the user's log1p history length and
+    log1p count of b.
     """
 
     def __init__(
@@ -153,24 +158,25 @@ class FeatureModel:
         # One thread by default: with torch loaded, the process holds two OpenMP runtimes whose spinning
         # workers starve each other on a busy machine; HistGradientBoosting then runs 10-100x slower.
         self.n_threads = n_threads
-        self._fit: tuple[np.ndarray, np.ndarray, list[Any]] | None = None  # counts, popularity rows, models
+        self._fit: tuple[ItemStats, np.ndarray, list[Any]] | None = None  # stats, popularity rows, models
 
     def fit(self, data: PreparedDataset, *, train: CandidateSet) -> Self:
         counts = _behavior_counts(data, train)
+        stats = ItemStats(data.seqs, counts.shape[1])
         x = _features(
-            data.seqs, train.hist_start, train.hist_end, train.user_of_candidate(), train.items, counts
+            data.seqs, train.hist_start, train.hist_end, train.user_of_candidate(), train.items, stats
         )
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(self.n_threads):
             models = [self._classifier(x, train.labels[:, k]) for k in range(counts.shape[1])]
-        self._fit = (counts, _popularity_rows(counts), models)
+        self._fit = (stats, _popularity_rows(counts), models)
         return self
 
     def behavior_scores(self, seqs: Sequences, cands: CandidateSet) -> np.ndarray:
-        counts, _, models = _fitted(self._fit, self)
-        x = _features(seqs, cands.hist_start, cands.hist_end, cands.user_of_candidate(), cands.items, counts)
-        out = np.empty((len(cands.items), len(models)), dtype=np.float32)
+        stats, _, models = _fitted(self._fit, self)
+        x = _features(seqs, cands.hist_start, cands.hist_end, cands.user_of_candidate(), cands.items, stats)
+        out = np.empty((len(cands.items), len(models)), dtype=np.float64)
         for k in range(len(models)):
             out[:, k] = self._logit(x, cands.items, k)
         return out
@@ -182,7 +188,7 @@ class FeatureModel:
         of the behaviour. Every other item keeps its popularity order, 1000 below the shortlist: scoring the
         whole catalogue would cost a model evaluation per item and user for items the model knows nothing
         about."""
-        counts, rows, _ = _fitted(self._fit, self)
+        stats, rows, _ = _fitted(self._fit, self)
         k = _column(behavior, len(rows))
         n_cols = rows.shape[1]
         out = np.tile(rows[k] - _OFF_SHORTLIST, (len(hist_start), 1))
@@ -194,7 +200,7 @@ class FeatureModel:
         )
         keys = keys[keys % n_cols != PAD_IDX]
         items = keys % n_cols
-        x = _features(seqs, hist_start, hist_end, keys // n_cols, items, counts)
+        x = _features(seqs, hist_start, hist_end, keys // n_cols, items, stats)
         tiebreak = _SHORTLIST_TIEBREAK * rows[k] / (rows[k].max() + 1.0)
         out.reshape(-1)[keys] = self._logit(x, items, k) + tiebreak[items]
         out[:, PAD_IDX] = -np.inf
@@ -233,7 +239,7 @@ class FeatureModel:
 
         with threadpool_limits(self.n_threads):
             p = np.clip(models[k].predict_proba(x)[:, 1], _PROB_CLIP, 1 - _PROB_CLIP)
-        return np.log(p / (1 - p)).astype(np.float32)
+        return np.log(p / (1 - p))
 
 
 def default_behavior_baselines() -> list[BehaviorScorer]:
@@ -247,12 +253,15 @@ def _features(
     hist_end: np.ndarray,
     rows: np.ndarray,
     items: np.ndarray,
-    counts: np.ndarray,
+    stats: ItemStats,
 ) -> np.ndarray:
-    """candidates.pair_features, the items' counts read from the TRAIN table ``counts`` (n_items + 1, NB)."""
-    return pair_features(
-        seqs, hist_start, hist_end, rows, items, counts[items], rate_prior(counts.sum(axis=0))
-    )
+    """candidates.pair_features with the items' counts as of each prediction moment — the first event
+    after the history (the window's start), as the model's ranker reads them (``ModelBehaviorScorer``)."""
+    times = np.asarray(seqs.timestamps)
+    hist_end = np.asarray(hist_end, dtype=np.int64)
+    t_query = times[np.minimum(hist_end, len(times) - 1)].astype(np.float64)[np.asarray(rows)]
+    counts = stats.counts(np.asarray(items, dtype=np.int64), t_query)[:, : stats.n_behaviors]
+    return pair_features(seqs, hist_start, hist_end, rows, items, counts, rate_prior(stats.totals))
 
 
 def _behavior_counts(data: PreparedDataset, train: CandidateSet) -> np.ndarray:
@@ -272,7 +281,7 @@ def _behavior_counts(data: PreparedDataset, train: CandidateSet) -> np.ndarray:
 
 
 def _popularity_rows(counts: np.ndarray) -> np.ndarray:
-    """(NB, n_items + 1) float32 log1p(count of b) plus a tie-break by total count.
+    """(NB, n_items + 1) float64 log1p(count of b) plus a tie-break by total count.
 
     The tie-break stays below half the smallest gap between two distinct log1p counts, so it only orders
     items with equal counts of b (and keeps a behaviour never seen in TRAIN from giving constant rows).
@@ -282,7 +291,7 @@ def _popularity_rows(counts: np.ndarray) -> np.ndarray:
     total = counts.sum(axis=1)
     rows = np.log1p(counts.T) + 0.5 * gap[:, None] * total[None, :] / (total.max(initial=0.0) + 1.0)
     rows[:, PAD_IDX] = 0.0
-    return rows.astype(np.float32)
+    return rows
 
 
 def _column(behavior: int, nb: int) -> int:

@@ -73,12 +73,20 @@ class BehaviorEvalSetup:
 
 
 def eval_setup(
-    data: PreparedDataset, *, ratio: int = NEGATIVE_RATIO, seed: int = EVAL_SEED
+    data: PreparedDataset,
+    *,
+    ratio: int = NEGATIVE_RATIO,
+    seed: int = EVAL_SEED,
+    valid_users: np.ndarray | None = None,
 ) -> BehaviorEvalSetup:
+    """The valid and test windows' candidates. ``valid_users``: the users whose validation window the model
+    did not learn (``training.loop.held_out_validation_users``); every decision taken on the valid window
+    (the ranker, Platt calibration, F1 thresholds) reads only them. None = every user."""
     nb = len(data.behaviors) - 1
     kw: dict[str, Any] = {"n_behaviors": nb, "ratio": ratio, "seed": seed}
+    valid_pop = window_popularity(data, VALID)
     return BehaviorEvalSetup(
-        valid=window_candidates(data.seqs, split=VALID, popularity=window_popularity(data, VALID), **kw),
+        valid=window_candidates(data.seqs, split=VALID, popularity=valid_pop, users=valid_users, **kw),
         test=window_candidates(data.seqs, split=TEST, popularity=window_popularity(data, TEST), **kw),
         target_behavior=primary_behavior(data.behaviors),
         ratio=ratio,
@@ -87,11 +95,20 @@ def eval_setup(
 
 
 def evaluate_behavior_scorer(
-    scorer: BehaviorScorer, data: PreparedDataset, setup: BehaviorEvalSetup
+    scorer: BehaviorScorer,
+    data: PreparedDataset,
+    setup: BehaviorEvalSetup,
+    *,
+    fit_data: PreparedDataset | None = None,
 ) -> dict[str, Any]:
-    """Calibrate ``scorer`` on the valid window, then measure it on the test window (and next-behaviour)."""
+    """Calibrate ``scorer`` on the valid window, then measure it on the test window (and next-behaviour).
+
+    ``fit_data``: what the scorer fits its statistics on, the model's training events
+    (``training.loop.trained_view``), so a baseline learns from exactly what the model learned; default
+    ``data``.
+    """
     seqs = data.seqs
-    scorer.fit(data, train=setup.valid)
+    scorer.fit(data if fit_data is None else fit_data, train=setup.valid)
     calibration = calibrate(scorer.behavior_scores(seqs, setup.valid), setup.valid.labels, data.behaviors)
     test_scores = scorer.behavior_scores(seqs, setup.test)
     probs = probabilities(test_scores, calibration, data.behaviors)

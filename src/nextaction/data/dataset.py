@@ -31,6 +31,7 @@ import polars as pl
 
 from nextaction.data.schema import (
     BEHAVIOR_IDX,
+    CLOCK_TIMESTAMPS,
     ITEM_ID,
     ITEM_IDX,
     SPLIT,
@@ -116,6 +117,12 @@ class PreparedDataset:
         if self.sequences is None:
             self.sequences = Sequences.from_events(self.events, self.n_users)
         return self.sequences
+
+    @property
+    def clock(self) -> str:
+        """``report["clock"]``: CLOCK_POSITIONS when the log only orders events (its timestamps are positions
+        × 1000 ms), else CLOCK_TIMESTAMPS (also for datasets prepared before the report recorded it)."""
+        return str(self.report.get("clock", CLOCK_TIMESTAMPS))
 
     def user_index(self) -> dict[str, int]:
         return dict(zip(self.users[USER_ID].to_list(), self.users[USER_IDX].to_list(), strict=True))

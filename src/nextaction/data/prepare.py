@@ -43,6 +43,7 @@ from nextaction.data.prepare_config import (
 from nextaction.data.schema import (
     BEHAVIOR,
     BEHAVIOR_IDX,
+    CLOCK_TIMESTAMPS,
     EVENT_COLUMNS,
     ITEM_ID,
     ITEM_IDX,
@@ -70,7 +71,8 @@ from nextaction.errors import InputError
 
 
 class EventLog(Protocol):
-    """What ``prepare`` needs from a reader (``nextaction.data.readers.ReadResult`` has it)."""
+    """What ``prepare`` needs from a reader (``nextaction.data.readers.ReadResult`` has it). An optional
+    ``clock`` attribute (CLOCK_POSITIONS: the log only orders events) goes to the report; default timestamps."""
 
     @property
     def events(self) -> pl.DataFrame: ...
@@ -481,6 +483,7 @@ def prepare(
             name: int(n) for name, n in zip(dataset.behaviors[1:], behavior_counts[1:], strict=True)
         },
         "behavior_mapping": dict(sorted(codes.behaviors.mapping.items())[:200]),
+        "clock": str(getattr(read, "clock", CLOCK_TIMESTAMPS)),
         "time_span": {
             "min": iso_time(_as_int(events[TIMESTAMP].min())),
             "max": iso_time(_as_int(events[TIMESTAMP].max())),
@@ -531,7 +534,7 @@ def report_table(report: Mapping[str, Any]) -> Table:
         "vocabulary",
         {"users": report.get("users"), "items": report.get("items"), **report.get("behaviors", {})},
     )
-    section("time span", report.get("time_span"))
+    section("time span", {"clock": report.get("clock", CLOCK_TIMESTAMPS), **report.get("time_span", {})})
     section("sequence length", report.get("sequence_length"))
     split = report.get("split") or {}
     split_rows = {"kind": split.get("kind")}

@@ -27,6 +27,9 @@ ITEM_IDX: Final = "item_idx"
 BEHAVIOR_IDX: Final = "behavior_idx"
 SPLIT: Final = "split"
 COLD: Final = "cold"  # items-table column: True for items held out of training (cold-start protocol)
+# items-table column: True for the held-out items whose validation events choose the new-item offset;
+# cold-start test metrics are reported on the other held-out items only
+COLD_FIT: Final = "cold_fit"
 
 DEFAULT_BEHAVIOR: Final = "interact"
 PAD_IDX: Final = 0
@@ -36,3 +39,8 @@ TRAIN: Final = 0
 VALID: Final = 1
 TEST: Final = 2
 SPLIT_NAMES: Final = ("train", "valid", "test")
+
+# What a log's TIMESTAMP means (``report["clock"]`` of a prepared dataset): real times, or only the order of
+# events (``sequences`` files: position ``p`` is stored as ``p * 1000`` ms). A report without it: timestamps.
+CLOCK_TIMESTAMPS: Final = "timestamps"
+CLOCK_POSITIONS: Final = "positions"

@@ -4,7 +4,7 @@ A scorer is fitted on the TRAIN events of a :class:`~nextaction.data.dataset.Pre
 batches of histories::
 
     scorer.fit(dataset)
-    scores = scorer.score(histories, behaviors=behaviors)  # (B, n_items + 1) float32; column 0 is -inf
+    scores = scorer.score(histories, behaviors=behaviors)  # (B, n_items + 1) float64; column 0 is -inf
 
 ``histories[b]`` holds user b's item indices before the target, oldest first; ``behaviors[b]`` (optional)
 their behaviour indices. Scores are only compared within a row. Every baseline breaks ties by training
@@ -157,7 +157,7 @@ class ItemToItem:
         # Tie-breaker below the weakest possible transition evidence, so it only orders equal scores.
         weakest = self.decay ** (self.n_recent - 1) * (prob.min() if prob.size else 1.0)
         tiebreak = _as_row(popularity / (popularity.max() + 1.0) * 0.5 * weakest)
-        self._fit = (row_ptr, dst, prob.astype(np.float32), tiebreak)
+        self._fit = (row_ptr, dst, prob.astype(np.float64), tiebreak)
         return self
 
     def score(
@@ -168,7 +168,7 @@ class ItemToItem:
         for b, history in enumerate(histories):
             for k, item in enumerate(_recent_distinct(history, self.n_recent)):
                 start, end = row_ptr[item], row_ptr[item + 1]
-                out[b, dst[start:end]] += np.float32(self.decay**k) * prob[start:end]
+                out[b, dst[start:end]] += self.decay**k * prob[start:end]
         return out
 
 
@@ -191,7 +191,7 @@ class RepeatRecent:
         self._fit: tuple[np.ndarray, np.ndarray] | None = None
 
     def fit(self, dataset: PreparedDataset) -> Self:
-        strength = behavior_strengths(dataset.behaviors, self.strengths).astype(np.float32)
+        strength = behavior_strengths(dataset.behaviors, self.strengths)
         popularity = _train_counts(dataset)
         weakest = float(strength[1:].min(initial=1.0)) * self.decay ** (self.window - 1)
         tiebreak = _as_row(popularity / (popularity.max() + 1.0) * 0.5 * weakest)
@@ -206,11 +206,11 @@ class RepeatRecent:
         for b, history in enumerate(histories):
             items = np.asarray(history)[-self.window :]
             if behaviors is None:
-                weight = np.ones(items.size, dtype=np.float32)
+                weight = np.ones(items.size, dtype=np.float64)
             else:
                 weight = strength[np.asarray(behaviors[b])[-self.window :]]
             age = np.arange(items.size - 1, -1, -1)
-            np.add.at(out[b], items, weight * (self.decay**age).astype(np.float32))
+            np.add.at(out[b], items, weight * self.decay**age)
         out[:, PAD_IDX] = -np.inf
         return out
 
@@ -242,7 +242,10 @@ def _train_counts(dataset: PreparedDataset) -> np.ndarray:
 
 
 def _as_row(scores: np.ndarray) -> np.ndarray:
-    row = scores.astype(np.float32)
+    """A float64 score row, padding at -inf. float64, not float32: a tie-break added to counts in the
+    thousands needs more than float32's 24 bits, or distinct items tie and pessimistic ranking charges the
+    baseline for ties it did not make."""
+    row = scores.astype(np.float64)
     row[PAD_IDX] = -np.inf
     return row
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 KS: tuple[int, ...] = (5, 10, 20)
+MISS_RANK = 2**40  # the rank of a target that cannot be recommended: a miss at any k
 
 
 def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -20,13 +21,18 @@ def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
     scores: (B, N) float, with excluded candidates already set to -inf.
     targets: (B,) long, column index of the target.
-    Returns (B,) long: number of *other* candidates scoring >= the target.
+    Returns (B,) long: number of *other* candidates scoring >= the target. A NaN score counts against the
+    model: a NaN candidate ranks above the target. A target scoring NaN or -inf (an excluded, e.g. seen,
+    item) is a miss: MISS_RANK, beyond every k, however small the catalogue.
     """
     target_scores = scores.gather(1, targets[:, None])  # (B, 1)
     # Summing the comparison as floats is ~2× faster than a bool sum on CPUs, and exact: float32 holds
     # every count up to 2^24 candidates (float64 beyond).
     dtype = torch.float32 if scores.shape[1] <= 2**24 else torch.float64
-    return (scores >= target_scores).to(dtype).sum(dim=1).long() - 1
+    above = (scores >= target_scores) | torch.isnan(scores)  # the target itself counts once either way
+    ranks = above.to(dtype).sum(dim=1).long() - 1
+    t = target_scores[:, 0]
+    return ranks.masked_fill(torch.isnan(t) | (t == float("-inf")), MISS_RANK)
 
 
 def ranking_metrics(ranks: np.ndarray, *, ks: tuple[int, ...] = KS) -> dict[str, float]:

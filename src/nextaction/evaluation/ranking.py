@@ -4,8 +4,9 @@ Protocol (recorded in every result):
 - one target per user: the user's first event of the evaluated split (leave-one-out: the held-out last or
   second-last event; temporal: the first event in the window), optionally of one behaviour only;
 - history = all of the user's events before the target, in time order (the model reads the last max_len);
-- candidates = every catalogue item; with ``exclude_seen`` the items in the history are removed, except the
-  target itself (so a repeat purchase can still be counted when exclusion is off);
+- candidates = every catalogue item; with ``exclude_seen`` every item in the history is removed, the
+  target too when it repeats a history item (a miss: the service never shows a seen item, so such a hit
+  would never reach a user); without it every item stays a candidate and repeats count (re-buying);
 - ties are ranked pessimistically (an item scoring equal to the target counts as above it);
 - scores are computed in chunks of users, so memory stays ~ chunk x catalogue floats, and the result does
   not depend on the chunk size.
@@ -33,7 +34,7 @@ class Scorer(Protocol):
     name: str
 
     def score(self, histories: list[np.ndarray], *, behaviors: list[np.ndarray] | None = None) -> np.ndarray:
-        """(B, n_items + 1) float32 scores; column 0 (padding) is ignored."""
+        """(B, n_items + 1) float32 or float64 scores; column 0 (padding) is ignored."""
         ...
 
 
@@ -48,6 +49,15 @@ class EvalExamples:
 
     def __len__(self) -> int:
         return len(self.user_idx)
+
+    def of_users(self, users: np.ndarray | None) -> EvalExamples:
+        """Only the examples of ``users`` (user positions); all of them for None."""
+        if users is None:
+            return self
+        keep = np.isin(self.user_idx, np.asarray(users))
+        return EvalExamples(
+            self.user_idx[keep], self.hist_start[keep], self.hist_end[keep], self.target[keep]
+        )
 
     def sample(self, n: int, *, seed: int = 0) -> EvalExamples:
         """A fixed random subset of ``n`` users, in user order (all of them when n is 0 or ≥ the count):
@@ -88,6 +98,9 @@ def histories_of(seqs: Sequences, ex: EvalExamples, idx: np.ndarray) -> tuple[li
     return items, behaviors
 
 
+SEEN_EXCLUDED = "every history item removed from the candidates, a repeated target too (a miss), as served"
+SEEN_KEPT = "every catalogue item a candidate, history items included (repeats count)"
+
 EVAL_SCORE_BUDGET = 2**26  # float32 scores held at once (256 MB): bounds memory for big catalogues
 
 
@@ -119,7 +132,9 @@ def rank_targets(
     ranks = np.empty(len(ex), dtype=np.int64)
     tops = np.zeros((len(ex), k_top), dtype=np.int64)
     for rows in groups:
-        scores = score_fn(rows).float()  # (C, N)
+        scores = score_fn(rows)  # (C, N)
+        if scores.dtype != torch.float64:  # baselines score in float64 (exact tie-breaks); models in fp32
+            scores = scores.float()
         scores[:, 0] = float("-inf")
         targets = torch.from_numpy(ex.target[rows])
         if exclude_seen:
@@ -131,10 +146,8 @@ def rank_targets(
                 ]
             ).astype(np.int64)
             row_ids = np.repeat(np.arange(len(rows)), lengths)
-            target_scores = scores.gather(1, targets[:, None])
+            # Every seen item goes, a repeated target too: that is what serving shows (it is a miss here).
             scores[torch.from_numpy(row_ids), torch.from_numpy(flat)] = float("-inf")
-            # The target stays a candidate even when seen before: a repeat is still a correct answer.
-            scores.scatter_(1, targets[:, None], target_scores)
         ranks[rows] = pessimistic_ranks(scores, targets).numpy()
         k = min(k_top, scores.shape[1] - 1)
         if k > 0:  # top lists only feed coverage; validation during training skips them
@@ -162,11 +175,13 @@ def evaluate_scorer(
     ks: tuple[int, ...] = KS,
     seed: int | None = None,
     max_users: int = 0,
+    users: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Evaluate any :class:`Scorer` with the full-ranking protocol; returns metrics and protocol.
-    ``max_users`` > 0: the same fixed user sample as the model's evaluation (``EvalExamples.sample``)."""
+    ``max_users`` > 0: the same fixed user sample as the model's evaluation (``EvalExamples.sample``);
+    ``users``: only these user positions (e.g. the held-out validation users)."""
     seqs = data.seqs
-    ex = eval_examples(seqs, split=split, target_behavior=target_behavior).sample(max_users)
+    ex = eval_examples(seqs, split=split, target_behavior=target_behavior).of_users(users).sample(max_users)
 
     def score_rows(rows: np.ndarray) -> torch.Tensor:
         items, behaviors = histories_of(seqs, ex, rows)
@@ -212,7 +227,9 @@ def protocol(
         + (f" with behavior '{data.behaviors[target_behavior]}'" if target_behavior is not None else ""),
         "candidates": f"full catalogue ({data.n_items} items)",
         "exclude_seen": exclude_seen,
+        "seen_items": SEEN_EXCLUDED if exclude_seen else SEEN_KEPT,
         "ties": "pessimistic",
+        "nan_scores": "count against the scorer (a NaN candidate ranks above the target; a NaN target misses)",
         "users_evaluated": n_users,
         **sample,
         "seed": seed,

@@ -90,6 +90,13 @@ class HistoryEvent(_Strict):
     item_id: Id
     behavior: StrictStr | None = None
     timestamp: StrictInt | None = Field(None, ge=0)
+    # what GET /users/{id}/history adds for display; accepted (and ignored) so its events can be posted back
+    position: StrictInt | None = Field(None, description="ignored")
+    time: StrictStr | None = Field(None, description="ignored")
+    title: StrictStr | None = Field(None, description="ignored")
+
+
+HISTORY_FIELDS = {"item_id", "behavior", "timestamp"}  # what a HistoryEvent gives the predictor
 
 
 class RecommendIn(_Strict):
@@ -170,7 +177,8 @@ class ModelHolder:
             self.store.set_meta("model_dir", target)
             self.store.set_meta("model_generation", str(self.generation))
         return {
-            "model_dir": target,
+            "model_dir": target,  # the admin's answer (key required) may name the path; /healthz does not
+            "model": new.identity,
             "generation": self.generation,
             "seconds": round(time.perf_counter() - t0, 3),
         }
@@ -249,7 +257,10 @@ def create_app(config: ServeConfig) -> FastAPI:
     def given_history(history: list[HistoryEvent | Any]) -> list[Any]:
         if len(history) > config.max_history:
             raise HTTPException(413, f"history: at most {config.max_history} events, got {len(history)}")
-        return [h.model_dump(exclude_none=True) if isinstance(h, HistoryEvent) else str(h) for h in history]
+        return [
+            h.model_dump(include=HISTORY_FIELDS, exclude_none=True) if isinstance(h, HistoryEvent) else str(h)
+            for h in history
+        ]
 
     def unknown_items(p: Predictor, history: list[Any]) -> list[str]:
         ids = [str(h[ITEM_ID]) if isinstance(h, dict) else str(h) for h in history]
@@ -318,18 +329,19 @@ def create_app(config: ServeConfig) -> FastAPI:
         # awaits the batching thread, with no hop through the thread pool
         check_k(k)
         history = stored_history(user_id)
+        p = holder.current()
         if behavior is None:
             recs = await asyncio.wrap_future(batcher.submit(history, k, exclude_seen=exclude_seen))
         else:
             recs = await run_in_threadpool(
-                holder.current().recommend, history, k, behavior=behavior, exclude_seen=exclude_seen
+                p.recommend, history, k, behavior=behavior, exclude_seen=exclude_seen
             )
         out: dict[str, Any] = {
             "user_id": user_id,
             "known_user": bool(history),
             "history_length": len(history),
             "behavior": behavior,
-            "items": [{"item_id": i, "score": s} for i, s in recs],
+            "items": p.item_entries(recs),
         }
         if not history:
             out["fallback"] = (
@@ -350,7 +362,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             "history_length": len(history),
             "unknown_items": unknown_items(p, history),
             "behavior": body.behavior,
-            "items": [{"item_id": i, "score": s} for i, s in recs],
+            "items": p.item_entries(recs),
         }
 
     # ---- behaviour probabilities -------------------------------------------------------------------
@@ -383,7 +395,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         p = holder.current()
         if not p.knows_item(item_id):
             raise HTTPException(404, f"unknown item '{item_id}'")
-        return {"item_id": item_id, "items": [{"item_id": i, "score": s} for i, s in p.similar(item_id, k=k)]}
+        return {"item_id": item_id, "items": p.item_entries(p.similar(item_id, k=k))}
 
     @app.get("/users/{user_id}/explanations", summary="Which of the user's past events drove a prediction")
     def explanations(
@@ -409,8 +421,15 @@ def create_app(config: ServeConfig) -> FastAPI:
     def history(user_id: str, limit: int = 50) -> dict[str, Any]:
         if not 1 <= limit <= config.max_history:
             raise HTTPException(422, f"limit: must be between 1 and {config.max_history}, got {limit}")
+        p = holder.current()
         events = store.history(user_id, limit=limit)
-        return {"user_id": user_id, "events": events, "known_user": bool(events)}
+        total = store.count(user_id=user_id) if len(events) == limit else len(events)
+        return {
+            "user_id": user_id,
+            "clock": p.clock,
+            "events": p.describe_history(events, first_position=total - len(events) + 1),
+            "known_user": bool(events),
+        }
 
     @app.delete("/users/{user_id}", dependencies=[Auth], summary="Erase every stored event of the user")
     def delete_user(user_id: str) -> dict[str, Any]:
@@ -422,11 +441,13 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/healthz", summary="Liveness and what is loaded")
     async def healthz() -> dict[str, Any]:
+        # readable without a key: the model's name and content hash, never where it lies on disk
         p = holder.current()
         return {
             "status": "ok",
-            "model_dir": holder.model_dir,
+            "model": p.identity,
             "model_generation": holder.generation,
+            "clock": p.clock,
             "items": len(p._item_ids) - 1,
             "behaviors": p.behaviors,
         }

@@ -56,7 +56,7 @@ class EventStore(Protocol):
 
     def delete_user(self, user_id: str) -> int: ...
 
-    def count(self) -> int: ...
+    def count(self, *, user_id: str | None = None) -> int: ...
 
     def get_meta(self, key: str) -> str | None: ...
 
@@ -210,8 +210,12 @@ class SQLiteEventStore:
         row = self._con().execute("SELECT 1 FROM events WHERE user_id = ? LIMIT 1", (user_id,)).fetchone()
         return row is not None
 
-    def count(self) -> int:
-        return int(self._con().execute("SELECT count(*) FROM events").fetchone()[0])
+    def count(self, *, user_id: str | None = None) -> int:
+        """Stored events: all of them, or the user's."""
+        if user_id is None:
+            return int(self._con().execute("SELECT count(*) FROM events").fetchone()[0])
+        row = self._con().execute("SELECT count(*) FROM events WHERE user_id = ?", (user_id,)).fetchone()
+        return int(row[0])
 
     def get_meta(self, key: str) -> str | None:
         row = self._con().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

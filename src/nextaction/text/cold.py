@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -28,32 +30,35 @@ def fit_new_item_offset(
     tolerance: float,
     max_users: int = 5000,
 ) -> dict[str, Any] | None:
-    """Choose the score offset of text-only items (``model.new_item_offset``) on the validation split.
+    """Choose the score offset of new items (``model.new_item_offset``, applied to ``model.is_new``) on the
+    validation split.
 
     A new item is represented by its projected text alone; trained items also have an ID embedding, which
     carries their popularity, so new items score systematically low and are almost never recommended (on
     Beauty with 10% of the items held out, cold-item HR@10 0.003). The offset is the largest value on a
     grid whose validation NDCG@10 — the validated users (a fixed sample of at most ``max_users``), full
     ranking, the evaluation's protocol — stays within ``tolerance`` (a share) of the best on the grid: new
-    items get the exposure that costs at most that much accuracy. The validation targets on text-only items are the evidence; with fewer than
-    MIN_NEW_TARGETS of them (no cold-start holdout), new items are simulated by hiding the ID embedding of
-    a random SIMULATED_NEW_SHARE of the items (seed 0). Returns what was chosen and why, or None for models
-    without item text (or tolerance < 0).
+    items get the exposure that costs at most that much accuracy. The validation targets on registered new
+    items are the evidence (``valid_seqs`` must hold no user whose target is a new item the offset will be
+    tested on); with fewer than MIN_NEW_TARGETS of them, new items are simulated by hiding the ID embedding
+    of a random SIMULATED_NEW_SHARE of the items (seed 0) and registering them as new. Returns what was
+    chosen and why, or None for models without item text (or tolerance < 0).
     """
     if model.text_proj is None or model.cfg.fusion != "id+text" or tolerance < 0:
         return None
     ex = eval_examples(valid_seqs, split=VALID).sample(max_users)
     if len(ex) == 0:
         return None
-    has_id = model.has_id.clone()
+    has_id, is_new = model.has_id.clone(), model.is_new.clone()
     targets = torch.from_numpy(ex.target).to(has_id.device)
-    real = int((has_id[targets] == 0).sum())
+    real = int((is_new[targets] == 1).sum())
     simulated = real < MIN_NEW_TARGETS
     ndcg: list[float] = []
     try:
         if simulated:
-            hide = np.random.default_rng(0).random(len(has_id)) < SIMULATED_NEW_SHARE
-            model.has_id.masked_fill_(torch.from_numpy(hide).to(has_id.device), 0.0)
+            hide = torch.from_numpy(np.random.default_rng(0).random(len(has_id)) < SIMULATED_NEW_SHARE)
+            model.has_id.masked_fill_(hide.to(has_id.device), 0.0)
+            model.is_new.masked_fill_(hide.to(has_id.device), 1.0)
         for c in NEW_ITEM_OFFSETS:
             model.new_item_offset.fill_(float(c))
             ranks, _ = evaluate_model(
@@ -62,6 +67,7 @@ def fit_new_item_offset(
             ndcg.append(ranking_metrics(ranks, ks=(10,))["NDCG@10"])
     finally:
         model.has_id.copy_(has_id)
+        model.is_new.copy_(is_new)
     best = max(ndcg)
     ok = [float(c) for c, v in zip(NEW_ITEM_OFFSETS, ndcg, strict=True) if v >= (1 - tolerance) * best]
     chosen = max(ok) if best > 0 else 0.0
@@ -69,7 +75,38 @@ def fit_new_item_offset(
     return {
         "offset": chosen,
         "tolerance": tolerance,
-        "evidence": "simulated new items" if simulated else f"{real} validation targets on text-only items",
+        "evidence": "simulated new items" if simulated else f"{real} validation targets on new items",
         "validation_users": len(ex),
         "valid_NDCG@10": {f"{c:g}": round(v, 5) for c, v in zip(NEW_ITEM_OFFSETS, ndcg, strict=True)},
     }
+
+
+@contextmanager
+def scored_as(
+    model: NextActionModel, *, offset: float | None = None, new_items: np.ndarray | None = None
+) -> Iterator[NextActionModel]:
+    """Temporarily score with another new-item ``offset`` and/or more items registered as new.
+
+    How the evaluation shows what the offset does: cold-start metrics at offset 0 beside the fitted one,
+    and the items first seen after the cutoff as if a shop had registered them (``items add``).
+    """
+    saved_offset, saved_new = model.new_item_offset.clone(), model.is_new.clone()
+    try:
+        if offset is not None:
+            model.new_item_offset.fill_(offset)
+        if new_items is not None:
+            model.is_new[torch.from_numpy(np.asarray(new_items, dtype=np.int64))] = 1.0
+        yield model
+    finally:
+        model.new_item_offset.copy_(saved_offset)
+        model.is_new.copy_(saved_new)
+
+
+def first_seen_in(seqs: Sequences, split: int, n_items: int) -> np.ndarray:
+    """Item indices whose every event is in ``split`` or later: on a temporal split, the items first seen
+    after the previous cutoff (new by time)."""
+    codes = np.asarray(seqs.split)
+    items = np.asarray(seqs.items)
+    before = np.bincount(items[codes < split], minlength=n_items + 1)
+    during = np.bincount(items[codes == split], minlength=n_items + 1)
+    return np.flatnonzero((before == 0) & (during > 0))

@@ -20,7 +20,7 @@ import polars as pl
 import torch
 
 from nextaction.data.dataset import PreparedDataset
-from nextaction.data.schema import COLD, ITEM_ID, ITEM_IDX, SPLIT, TRAIN
+from nextaction.data.schema import COLD, COLD_FIT, ITEM_ID, ITEM_IDX, SPLIT, TRAIN
 from nextaction.errors import InputError
 from nextaction.evaluation.metrics import ranking_metrics
 from nextaction.text.encoder import TextConfig, TextEncoder, encode_items
@@ -29,21 +29,29 @@ from nextaction.text.encoder import TextConfig, TextEncoder, encode_items
 def hold_out_items(data: PreparedDataset, *, fraction: float, seed: int) -> PreparedDataset:
     """Drop every TRAIN event of a random ``fraction`` of the items (marked ``cold`` in the item table).
 
-    VALID and TEST events stay, so users whose next item is cold are evaluated on it.
+    VALID and TEST events stay, so users whose next item is cold are evaluated on it. The held-out items are
+    registered as new (the new-item offset applies to them) and split in two random halves: ``cold_fit``
+    items, whose validation targets choose the offset, and the others, on which cold-start test metrics
+    are reported, so the offset is never chosen on the items it is tested on.
     """
     if not 0 < fraction < 1:
         raise InputError(f"--holdout-items must be a fraction in (0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
     n_cold = max(1, round(fraction * data.n_items))
     cold = np.sort(rng.choice(np.arange(1, data.n_items + 1), size=n_cold, replace=False))
+    fit = np.sort(rng.permutation(cold)[: n_cold // 2])
     drop = (pl.col(SPLIT) == TRAIN) & pl.col(ITEM_IDX).is_in(cold.tolist())
     events = data.events.filter(~drop)
-    items = data.items.with_columns(pl.col(ITEM_IDX).is_in(cold.tolist()).alias(COLD))
+    items = data.items.with_columns(
+        pl.col(ITEM_IDX).is_in(cold.tolist()).alias(COLD),
+        pl.col(ITEM_IDX).is_in(fit.tolist()).alias(COLD_FIT),
+    )
     report = dict(data.report)
     report["holdout_items"] = {
         "fraction": fraction,
         "seed": seed,
         "items": int(n_cold),
+        "offset_fit_items": len(fit),
         "train_events_removed": data.events.height - events.height,
     }
     return PreparedDataset(
@@ -73,20 +81,31 @@ def encode_catalogue(
     return out, info
 
 
-def cold_warm(data: PreparedDataset, split: int, ranks: np.ndarray) -> dict[str, Any] | None:
-    """HR/NDCG/MRR@10 separately for targets that are held-out (cold) items and for the others.
+def cold_warm(
+    data: PreparedDataset, split: int, ranks: np.ndarray, *, users: np.ndarray | None = None
+) -> dict[str, Any] | None:
+    """HR/NDCG/MRR@10 separately for targets that are held-out (cold) items and for the others (warm).
 
-    ``ranks`` are in the order of ``eval_examples(data.seqs, split=split)``. None without a holdout.
+    ``cold`` holds only the held-out items the new-item offset was not fitted on (``cold_fit`` false); the
+    targets on the others are counted in ``cold_fit_users`` and left out of both groups. ``ranks`` are in the
+    order of ``eval_examples(data.seqs, split=split).of_users(users)``. None without a holdout.
     """
     if COLD not in data.items.columns:
         return None
     from nextaction.evaluation.ranking import eval_examples
 
-    targets = eval_examples(data.seqs, split=split).target
+    targets = eval_examples(data.seqs, split=split).of_users(users).target
     cold_idx = data.items.filter(pl.col(COLD))[ITEM_IDX].to_numpy()
-    is_cold = np.isin(targets, cold_idx)
-    out: dict[str, Any] = {"holdout_items": data.report.get("holdout_items")}
-    for name, mask in ((COLD, is_cold), ("warm", ~is_cold)):
+    fit_idx = (
+        data.items.filter(pl.col(COLD_FIT))[ITEM_IDX].to_numpy() if COLD_FIT in data.items.columns else []
+    )
+    is_fit = np.isin(targets, fit_idx)
+    is_cold = np.isin(targets, cold_idx) & ~is_fit
+    out: dict[str, Any] = {
+        "holdout_items": data.report.get("holdout_items"),
+        "cold_fit_users": int(is_fit.sum()),
+    }
+    for name, mask in ((COLD, is_cold), ("warm", ~is_cold & ~is_fit)):
         m = ranking_metrics(ranks[mask], ks=(10, 20))
         out[name] = {**{k: m[k] for k in ("HR@10", "NDCG@10", "MRR@10", "HR@20")}, "users": int(mask.sum())}
     return out
@@ -96,7 +115,8 @@ def add_items(model_dir: str | Path, source: str | Path) -> dict[str, Any]:
     """Append the new items of an item table to a trained text model, without retraining.
 
     Items already in the vocabulary are left as they are (counted). New items get the next item indices,
-    a zero ID embedding marked unlearned (``has_id`` = 0), and their encoded text.
+    a zero ID embedding marked unlearned (``has_id`` = 0), their encoded text, and ``is_new`` = 1: they
+    are registered as new, so the fitted new-item offset applies to them.
     """
     from nextaction.data.readers import read_items
     from nextaction.training.checkpoint import load_model, save_model_files
@@ -156,6 +176,8 @@ def _grow(model: Any, vectors: np.ndarray) -> Any:
         rows[: value.shape[0]] = value
         if name == "text_emb":
             rows[value.shape[0] :] = torch.from_numpy(np.ascontiguousarray(vectors))
+        if name == "is_new":
+            rows[value.shape[0] :] = 1.0  # registered as new: the new-item offset applies to them
         new_state[name] = rows
     grown.load_state_dict(new_state)
     grown.eval()

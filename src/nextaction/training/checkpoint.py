@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -113,6 +114,15 @@ def save_model_files(out_dir: Path, model: NextActionModel, config: dict[str, An
     _atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2))
 
 
+def _eventless_items(data_dir: Path, n_items: int) -> torch.Tensor:
+    """(n_items + 1,) float: 1 for catalogue items with no event in the model's data."""
+    items = np.load(data_dir / "seq_items.npy", mmap_mode="r")
+    counts = np.bincount(np.asarray(items), minlength=n_items + 1)[: n_items + 1]
+    out = torch.from_numpy((counts == 0).astype(np.float32))
+    out[0] = 0.0
+    return out
+
+
 def load_model(model_dir: str | Path) -> tuple[NextActionModel, dict[str, Any]]:
     d = Path(model_dir)
     if not (d / "config.json").is_file() or not (d / "model.safetensors").is_file():
@@ -123,6 +133,11 @@ def load_model(model_dir: str | Path) -> tuple[NextActionModel, dict[str, Any]]:
         )
     config = json.loads((d / "config.json").read_text())
     model = NextActionModel(build(ModelConfig, config["model"], where="config.json [model]"))
-    model.load_state_dict(load_file(d / "model.safetensors"))
+    state = load_file(d / "model.safetensors")
+    if model.text_proj is not None and "is_new" not in state:
+        # written before items were registered as new: its new items are the ones `items add` appended,
+        # the items of its catalogue without any event in its data
+        state["is_new"] = _eventless_items(d / "data", model.cfg.n_items)
+    model.load_state_dict(state)
     model.eval()
     return model, config

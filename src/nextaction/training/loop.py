@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from nextaction.behavior.candidates import (
 )
 from nextaction.behavior.ranker import ModelBehaviorScorer
 from nextaction.data.dataset import PreparedDataset
-from nextaction.data.schema import COLD, ITEM_IDX, VALID
+from nextaction.data.schema import COLD, ITEM_IDX, SPLIT, TRAIN, VALID
 from nextaction.device import batch_to_device, device_precision
 from nextaction.evaluation.metrics import auc, ranking_metrics
 from nextaction.evaluation.ranking import eval_examples
@@ -260,6 +261,34 @@ def validation_users(data: PreparedDataset, cfg: TrainConfig) -> tuple[np.ndarra
     return validated, learned
 
 
+def held_out_validation_users(data: PreparedDataset, cfg: TrainConfig) -> np.ndarray | None:
+    """The users whose validation events the model did not learn, when it learned some (leave-one-out with
+    ``valid_holdout``); None when it learned none, so every validation window is held out. Every decision
+    taken on validation after training (behaviour ranker, calibration, thresholds, the new-item offset) and
+    ``evaluate --split valid`` read only these users: the others' validation events are training data."""
+    validated, learned = validation_users(data, cfg)
+    return None if learned is None else validated
+
+
+def trained_view(data: PreparedDataset, cfg: TrainConfig) -> PreparedDataset:
+    """``data`` with every event the model learns from marked TRAIN (the learned validation events of
+    :func:`validation_users` too): what baselines fit on, so that they learn from exactly the model's events.
+    The same object when no validation event is learned."""
+    _, learned = validation_users(data, cfg)
+    if learned is None:
+        return data
+    split = np.asarray(data.seqs.split).copy()
+    split[learned] = TRAIN
+    return PreparedDataset(
+        events=data.events.with_columns(pl.Series(SPLIT, split)),
+        users=data.users,
+        items=data.items,
+        behaviors=data.behaviors,
+        report=data.report,
+        sequences=replace(data.seqs, split=split),
+    )
+
+
 def fit(
     data: PreparedDataset,
     model_cfg: ModelConfig,
@@ -319,6 +348,10 @@ def fit(
             # items without training events keep an unlearned ID embedding: represent them by text alone
             counts = np.bincount(np.asarray(train_seqs.items), minlength=model_cfg.n_items + 1)
             model.has_id.copy_(torch.from_numpy(counts > 0).float())
+            # registered new: the cold-start protocol's held-out items (a log's catalogue has no other)
+            if COLD in data.items.columns:
+                cold = data.items.filter(pl.col(COLD))[ITEM_IDX].to_numpy()
+                model.is_new[torch.from_numpy(cold.astype(np.int64))] = 1.0
     steps_per_epoch = distributed.steps_per_epoch(len(starts), cfg.batch_size, info.world_size)
     total_steps = steps_per_epoch * cfg.epochs
     log_q = losses.uniform_log_q(model_cfg.n_items).to(device)
@@ -331,7 +364,17 @@ def fit(
         valid_seqs = distributed.shard_users(valid_seqs, info.rank, info.world_size)
     matmul_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     head = model_cfg.behavior_head and cfg.behavior_weight > 0
-    item_stats = ItemStats(data.seqs, len(data.behaviors) - 1) if head else None
+    # Item counts: every event before the query moment, except the test split and, when validation events
+    # are learned, the validated users' validation window (the checkpoint is chosen on it): then exactly
+    # the events trained on.
+    item_stats = None
+    if head:
+        nb = len(data.behaviors) - 1
+        item_stats = (
+            ItemStats(data.seqs, nb)
+            if learned_valid is None
+            else ItemStats(train_seqs, nb, exclude_split=None)
+        )
     # negatives among the events that follow each position, over a span as long as the validation window
     n_valid = int((np.asarray(data.seqs.split) == VALID).sum())
     window = n_valid or max(1, len(train_seqs.items) // 10)
@@ -344,6 +387,7 @@ def fit(
             split=VALID,
             n_behaviors=len(data.behaviors) - 1,
             popularity=window_popularity(data, VALID),
+            users=None if learned_valid is None else validated,  # never a window the model learned
         )
         if head and n_valid and info.is_main  # rank 0 computes the AUC and tells the others
         else None

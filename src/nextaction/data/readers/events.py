@@ -9,7 +9,17 @@ from typing import Final
 
 import polars as pl
 
-from nextaction.data.schema import BEHAVIOR, ITEM_ID, LINE, RAW, REASON, TIMESTAMP, USER_ID, VALUE
+from nextaction.data.schema import (
+    BEHAVIOR,
+    CLOCK_TIMESTAMPS,
+    ITEM_ID,
+    LINE,
+    RAW,
+    REASON,
+    TIMESTAMP,
+    USER_ID,
+    VALUE,
+)
 from nextaction.data.timestamps import compact_integers, reasons, to_millis
 from nextaction.errors import InputError
 
@@ -40,6 +50,7 @@ class ReadResult:
     format: str
     source: str
     items: pl.DataFrame | None = None  # ITEM_ID + feature columns
+    clock: str = CLOCK_TIMESTAMPS  # CLOCK_POSITIONS: TIMESTAMP is only the order of events (sequences)
 
 
 # ------------------------------------------------------------------------------------------- events
@@ -235,6 +246,7 @@ def result(
     fmt: str,
     source: str | Path,
     items: pl.DataFrame | None = None,
+    clock: str = CLOCK_TIMESTAMPS,
 ) -> ReadResult:
     events = events.select([pl.col(c).cast(t) for c, t in EVENTS_SCHEMA.items()])
     parts = [r.select([pl.col(c).cast(t) for c, t in REJECTS_SCHEMA.items()]) for r in rejects]
@@ -246,4 +258,5 @@ def result(
         format=fmt,
         source=str(source),
         items=items,
+        clock=clock,
     )

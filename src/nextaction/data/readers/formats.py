@@ -15,7 +15,7 @@ from nextaction.data.readers.events import LN, RAW_TEXT, WHY, ReadResult, ids, r
 from nextaction.data.readers.frames import jsonl_frame, parquet_call, read_parquet_file, scalar_text
 from nextaction.data.readers.items import CATEGORY, read_items
 from nextaction.data.readers.lines import FIELDS, SEPARATORS, Table, peek_lines, read_lines, read_table
-from nextaction.data.schema import BEHAVIOR, ITEM_ID, LINE, TIMESTAMP, USER_ID, VALUE
+from nextaction.data.schema import BEHAVIOR, CLOCK_POSITIONS, ITEM_ID, LINE, TIMESTAMP, USER_ID, VALUE
 from nextaction.data.timestamps import MILLIS, SECONDS
 from nextaction.errors import InputError
 
@@ -110,7 +110,7 @@ def _read_sequences(request: Request) -> ReadResult:
             pl.lit(None, dtype=pl.Float64).alias(VALUE),
         )
     )
-    return result(events, [rejects_of(lines)], fmt="sequences", source=request.path)
+    return result(events, [rejects_of(lines)], fmt="sequences", source=request.path, clock=CLOCK_POSITIONS)
 
 
 def _read_movielens(request: Request) -> ReadResult:
