@@ -231,3 +231,16 @@ def test_leave_one_out_matches_a_reference_on_a_large_frame() -> None:
     expected = np.where(from_end == 0, TEST, np.where(from_end == 1, VALID, TRAIN))
     expected[first] = TRAIN  # a user's first event is never a target
     np.testing.assert_array_equal(leave_one_out(df).to_numpy(), expected)
+
+
+def test_repeated_targets_counts_targets_that_repeat_a_history_item():
+    from nextaction.data.dataset import Sequences
+    from nextaction.data.schema import TEST, TRAIN, VALID
+    from nextaction.data.splits import repeated_targets
+
+    # user 0: 1 2 3 | valid 2 (a repeat) | test 4; user 1: 5 6 | valid 7 | test 5 (a repeat), then test 9
+    items = np.array([1, 2, 3, 2, 4, 5, 6, 7, 5, 9])
+    split = np.array([TRAIN, TRAIN, TRAIN, VALID, TEST, TRAIN, TRAIN, VALID, TEST, TEST], dtype=np.int8)
+    seqs = Sequences(np.array([0, 5, 10]), items, np.ones(10, np.int8), np.arange(10) * 1000, split)
+    assert repeated_targets(seqs, TEST) == {"targets": 2, "repeats": 1, "share": 0.5}
+    assert repeated_targets(seqs, VALID) == {"targets": 2, "repeats": 1, "share": 0.5}

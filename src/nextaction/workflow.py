@@ -478,10 +478,12 @@ def _new_by_time(
         "offset": float(model.new_item_offset),
         "as_scored": {k: as_scored[k] for k in keys},
         "registered_new": {k: lifted[k] for k in keys},
+        # what registering them does to everyone else's list (a lift pushes other items down)
+        "others_as_scored": {
+            k: v for k, v in ranking_metrics(ranks[~is_new], ks=(10, 20)).items() if k in keys
+        },
         "others_registered_new": {
-            k: v
-            for k, v in ranking_metrics(registered[~is_new], ks=(10,)).items()
-            if k in ("HR@10", "NDCG@10")
+            k: v for k, v in ranking_metrics(registered[~is_new], ks=(10, 20)).items() if k in keys
         },
     }
 

@@ -51,12 +51,14 @@ from nextaction.data.schema import (
     RAW,
     REASON,
     SPLIT_NAMES,
+    TEST,
     TIMESTAMP,
     USER_ID,
     USER_IDX,
+    VALID,
     VALUE,
 )
-from nextaction.data.splits import iso_time, split_events, split_summary
+from nextaction.data.splits import iso_time, repeated_targets, split_events, split_summary
 from nextaction.data.vocab import (
     behavior_alias_map,
     behavior_vocab,
@@ -447,6 +449,10 @@ def prepare(
     # 7. Split.
     split_codes, split_info = split_events(dataset.events, config.split, dataset.behaviors)
     dataset.events = dataset.events.with_columns(split_codes)
+    dataset.sequences = None  # the split changed: rebuild the CSR arrays from the events
+    split_info["repeated_targets"] = {
+        SPLIT_NAMES[code]: repeated_targets(dataset.seqs, code) for code in (VALID, TEST)
+    }
     say(f"split: {split_summary(split_info)}")
 
     # 8. Items.
@@ -545,6 +551,11 @@ def report_table(report: Mapping[str, Any]) -> Table:
         events = split.get("events", {}).get(name, 0)
         users = split.get("users", {}).get(name, 0)
         split_rows[name] = f"{_fmt(events)} events · {_fmt(users)} users"
+    test_repeats = split.get("repeated_targets", {}).get("test")
+    if test_repeats and test_repeats["targets"]:
+        split_rows["test targets repeating a history item"] = (
+            f"{test_repeats['share']:.1%} ({_fmt(test_repeats['repeats'])} of {_fmt(test_repeats['targets'])})"
+        )
     section("split", split_rows)
     return table
 

@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from nextaction.config import known_options
+from nextaction.data.dataset import Sequences
 from nextaction.data.schema import (
     BEHAVIOR_IDX,
     SPLIT,
@@ -263,3 +264,29 @@ def split_summary(info: Mapping[str, Any]) -> str:
     parts = " / ".join(f"{name} {counts.get(name, 0)}" for name in SPLIT_NAMES)
     extra = f" (cutoff {info['test_cutoff']})" if info.get("test_cutoff") else ""
     return f"{info.get('kind')}: {parts} events{extra}"
+
+
+def repeated_targets(seqs: Sequences, split: int) -> dict[str, float | int]:
+    """How many of ``split``'s targets (each user's first event in it) repeat an item of that user's history.
+
+    A dataset property that decides how much excluding seen items matters: with exclusion such a target can
+    never be recommended (a miss), without it the repeat is the easiest hit.
+    """
+    codes = np.asarray(seqs.split)
+    offsets = np.asarray(seqs.offsets)
+    items = np.asarray(seqs.items).astype(np.int64)
+    pos = np.flatnonzero(codes == split)
+    users = np.searchsorted(offsets, pos, side="right") - 1
+    first = np.concatenate([[True], users[1:] != users[:-1]]) if len(users) else np.zeros(0, bool)
+    pos, users = pos[first], users[first]
+    starts = offsets[users]
+    lengths = pos - starts
+    row = np.repeat(np.arange(len(pos)), lengths)
+    hist = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths) + starts[row]
+    width = int(items.max(initial=0)) + 1
+    repeats = int(np.isin(np.arange(len(pos)) * width + items[pos], row * width + items[hist]).sum())
+    return {
+        "targets": len(pos),
+        "repeats": repeats,
+        "share": round(repeats / len(pos), 4) if len(pos) else 0.0,
+    }
