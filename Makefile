@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install browser bench bench-data bench-behaviors bench-text bench-serve bench-explain bench-scale ablate clean
+.PHONY: demo test lint install browser bench bench-data bench-behaviors bench-text bench-serve bench-explain bench-scale ablate gpu-carry gpu-dry-run clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -64,6 +64,24 @@ bench-explain: $(STAMP)
 
 ablate: $(STAMP)
 	$(BIN)/python bench/ablate.py --epochs 10
+
+# The GPU check (bench/gpu_check.py, issue 23). The lent GPU machine reaches no registry and its image lacks a
+# few of our packages: gpu-carry puts their cp312 wheels (our venv's versions) and Beauty into .gpu/ (ignored,
+# never committed), to be carried. On the device:
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl &&
+#   PYTHONPATH=/tmp/site:src python3 bench/gpu_check.py --beauty .gpu/Beauty.txt --out $$OUT
+GPU_PACKAGES := polars|polars-runtime-32|fastapi|starlette|pydantic|pydantic_core|annotated-types|annotated-doc|typing-inspection|uvicorn
+gpu-carry: $(STAMP)
+	mkdir -p .gpu/whl
+	cp ../shared/data/amazon-beauty-s3rec/Beauty.txt .gpu/
+	$(BIN)/pip freeze | grep -iE '^($(GPU_PACKAGES))==' > .gpu/requirements.txt
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .gpu/whl -r .gpu/requirements.txt
+
+# every step of the GPU check on this CPU with a tiny schedule (about a minute)
+gpu-dry-run: $(STAMP)
+	$(BIN)/python bench/gpu_check.py --dry-run --out /tmp/gpu_dry
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

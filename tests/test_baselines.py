@@ -199,3 +199,16 @@ def test_on_synthetic_logs_sequence_and_repeat_signals_beat_popularity():
     multi = index_and_split(synthetic(n_events=20_000, seed=5).events)
     pop, repeat = hit_rate_at_10(MostPopular(), multi), hit_rate_at_10(RepeatRecent(), multi)
     assert repeat > 2 * pop, (pop, repeat)
+
+
+def test_tie_breaks_survive_large_counts():
+    """Two items with 20,000 recent events each and all-time counts 1 apart: in float32 the tie-break
+    (all-time / (max + 1) < 1, added to 20,000) vanishes and pessimistic ranking charges the baseline a tie;
+    in float64 the busier item stays strictly ahead."""
+    recent = [(1 + u % 50, item, VIEW, 10_000 + u, TRAIN) for item in (1, 2) for u in range(20_000)]
+    old = [(1 + u % 50, 1, VIEW, u % 100, TRAIN) for u in range(3)]  # item 1: one more old event …
+    old += [(1 + u % 50, 2, VIEW, u % 100, TRAIN) for u in range(2)]
+    ds = make_dataset(recent + old + seq(51, [3], start=0), n_items=3)
+    row = RecentlyPopular(fraction=0.5).fit(ds).score([np.array([3])])[0]
+    assert row[1] > row[2] > row[3]
+    assert ranking(MostPopular().fit(ds).score([np.array([3])])[0])[:2] == [1, 2]

@@ -8,7 +8,7 @@ from factories import cyclic_dataset, small_cfgs
 from nextaction.batches import select_users, training_sequences
 from nextaction.data.schema import TEST, VALID
 from nextaction.evaluation.metrics import ranking_metrics
-from nextaction.model import NextActionModel
+from nextaction.model import ModelConfig, NextActionModel
 from nextaction.scoring import evaluate_model
 from nextaction.training.loop import fit, lr_at
 from nextaction.training.state import TrainConfig
@@ -132,3 +132,42 @@ def test_validation_holdout_never_learns_cold_items():
     _, learned = validation_users(data, TrainConfig(valid_holdout=10))
     assert learned.sum() > 0
     assert not np.isin(np.asarray(data.seqs.items)[learned], cold).any()
+
+
+def test_with_learned_validation_events_the_head_is_validated_on_held_out_users_only(tmp_path, monkeypatch):
+    """Leave-one-out + valid_holdout + behaviour head: the early-stopping AUC reads the validated users'
+    windows only, and the item statistics count exactly the trained events (never those windows)."""
+    from factories import funnel_dataset
+    from nextaction.training import loop
+    from nextaction.training.loop import validation_users
+
+    data = funnel_dataset(n_users=60, length=12, seed=3)
+    data.report = {"split": {"kind": "leave_one_out"}}
+    seen: dict[str, object] = {}
+    real_stats, real_cands = loop.ItemStats, loop.window_candidates
+
+    def stats_spy(seqs, nb, **kw):
+        seen["stats"] = (seqs, kw)
+        return real_stats(seqs, nb, **kw)
+
+    def cands_spy(seqs, **kw):
+        seen["users"] = kw.get("users")
+        return real_cands(seqs, **kw)
+
+    monkeypatch.setattr(loop, "ItemStats", stats_spy)
+    monkeypatch.setattr(loop, "window_candidates", cands_spy)
+    mc = ModelConfig(n_items=data.n_items, n_behaviors=len(data.behaviors), dim=16, behavior_head=True)
+    tc = TrainConfig(epochs=1, batch_size=32, warmup_steps=5, precision="fp32", valid_holdout=20)
+    fit(data, mc, tc, out_dir=tmp_path)
+    validated, learned = validation_users(data, tc)
+    assert np.array_equal(seen["users"], validated)
+    counted, kw = seen["stats"]
+    assert kw == {"exclude_split": None}
+    expected = training_sequences(data.seqs, also=learned)
+    assert len(counted.items) == len(expected.items) and not (np.asarray(counted.split) == TEST).any()
+    n_validated_valid = int(
+        np.isin(np.repeat(np.arange(data.seqs.n_users), np.diff(data.seqs.offsets)), validated)[
+            np.asarray(data.seqs.split) == VALID
+        ].sum()
+    )
+    assert len(counted.items) == int((np.asarray(data.seqs.split) != TEST).sum()) - n_validated_valid

@@ -59,7 +59,7 @@ def test_probabilities_in_unit_interval_and_metrics_reported(trained):
     result = evaluate_behavior_scorer(ModelBehaviorScorer(model), data, setup)
     for name in ("view", "cart", "buy"):
         m = result[name]
-        assert 0.0 <= m["ECE"] <= 1.0 and 0.0 <= m["threshold"] <= 1.0
+        assert m["ECE"] < 0.1, (name, m)  # calibrated on the valid window, measured on the test window
         assert m["AUC"] > 0.8, (name, m)
         for key in ("GAUC", "logloss", "accuracy", "precision", "recall", "F1"):
             assert np.isfinite(m[key])
@@ -69,7 +69,9 @@ def test_probabilities_in_unit_interval_and_metrics_reported(trained):
         ModelBehaviorScorer(model).behavior_scores(data.seqs, setup.valid), setup.valid.labels, data.behaviors
     )
     probs = probabilities(scores, cal, data.behaviors)
-    assert probs.min() >= 0.0 and probs.max() <= 1.0
+    for k, name in enumerate(data.behaviors[1:]):  # each column is its own Platt scaling, by hand
+        a, c = cal[name]["a"], cal[name]["c"]
+        np.testing.assert_allclose(probs[:, k], 1 / (1 + np.exp(-(a * scores[:, k] + c))), rtol=1e-6)
 
 
 def test_calibration_lowers_held_out_log_loss(trained):

@@ -280,7 +280,13 @@ def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
     split: Annotated[str, typer.Option(help="test or valid")] = "test",
     baselines: Annotated[bool, typer.Option(help="also evaluate the baselines with the same code")] = False,
-    exclude_seen: Annotated[bool | None, typer.Option(help="override the model's default")] = None,
+    exclude_seen: Annotated[
+        bool | None,
+        typer.Option(
+            help="remove every history item from the candidates, a repeated target too (a miss, as served); "
+            "--no-exclude-seen keeps them (repeats count). Default: the model's (on for single-behaviour logs)"
+        ),
+    ] = None,
     users: Annotated[
         int, typer.Option(help="evaluate a fixed random sample of this many users (0 = all), for huge logs")
     ] = 0,

@@ -15,8 +15,68 @@ from rich.table import Table
 
 from nextaction.data.schema import BEHAVIOR, ITEM_ID
 
+# A fixed schedule, not a wall-clock budget: a budget in minutes gave 2 epochs on a busy machine and 9 on an
+# idle one, so the demo's table depended on the machine. On an idle 2-core AMD EPYC an epoch takes ~14 s and
+# validation NDCG@10 reaches 0.1778 at epoch 5 against a best of 0.1808 at epoch 7; 8 epochs made the whole
+# demo 198 s, 5 keep it under 3 minutes for 98% of the best.
+DEMO_EPOCHS = 5
+DEMO_SETTINGS = [f"train.epochs={DEMO_EPOCHS}", f"train.patience={DEMO_EPOCHS}"]
 
-def run_demo(out_dir: Path, *, n_events: int = 200_000, console: Console | None = None) -> dict:
+
+def lead_note(result: dict, report: dict) -> str:
+    """One sentence saying who leads the next-item table by NDCG@10 and, if it is a baseline, why.
+
+    The table alone would leave a newcomer to conclude it; on a repeat-heavy log a baseline that re-ranks
+    the user's own items wins, and the reason is a fact of the log (how many targets repeat a history item).
+    """
+    ours = result["metrics"]["NDCG@10"]
+    rivals = {name: m["NDCG@10"] for name, m in result.get("baselines", {}).items()}
+    if not rivals:
+        return f"nextaction: NDCG@10 {ours:.4f} (no baselines evaluated)."
+    best = max(rivals, key=lambda name: rivals[name])
+    if ours >= rivals[best]:
+        return f"nextaction leads every baseline on NDCG@10 ({ours:.4f} vs {best} {rivals[best]:.4f})."
+    share = report.get("split", {}).get("repeated_targets", {}).get("test", {}).get("share")
+    why = (
+        f"{share:.0%} of this log's test targets repeat an item of the user's own history, and "
+        if share is not None
+        else ""
+    )
+    if best == "repeat-recent":
+        return (
+            f"{best} leads on NDCG@10 ({rivals[best]:.4f} vs nextaction {ours:.4f}): {why}it scores exactly "
+            "that, the user's own recent items; the transformer scores every item through one dot product "
+            "with the user's state and has no direct way yet to say 'she will do it again' (repeat-aware "
+            "scoring is planned). Per-user behaviour ranking below is where the transformer's signal shows."
+        )
+    return (
+        f"{best} leads on NDCG@10 ({rivals[best]:.4f} vs nextaction {ours:.4f}) on this log; {why}"
+        "see BENCHMARKS.md for the real-data tables."
+    )
+
+
+def behavior_lead_note(behaviors: dict) -> str:
+    """Who leads each behaviour's AUC (and GAUC, per-user ranking) in the behaviour table, in words."""
+    names = [b for b in behaviors if isinstance(behaviors[b], dict) and "AUC" in behaviors[b]]
+    scorers = {"nextaction": behaviors, **behaviors.get("baselines", {})}
+    parts = []
+    for metric in ("AUC", "GAUC"):
+        leaders = []
+        for b in names:
+            best = max(scorers, key=lambda s: scorers[s][b][metric])
+            leaders.append(f"{b}: {best} ({scorers[best][b][metric]:.3f})")
+        parts.append(f"best {metric}: " + ", ".join(leaders))
+    return "; ".join(parts) + "."
+
+
+def run_demo(
+    out_dir: Path,
+    *,
+    n_events: int = 200_000,
+    settings: list[str] | None = None,
+    console: Console | None = None,
+) -> dict:
+    """The whole path on a synthetic shop log; ``settings`` (``--set`` strings) replace DEMO_SETTINGS."""
     from nextaction.data.prepare import report_table
     from nextaction.datasets import synthetic
     from nextaction.predictor import Predictor
@@ -39,8 +99,8 @@ def run_demo(out_dir: Path, *, n_events: int = 200_000, console: Console | None 
     con.print(report_table(prepared.dataset.report))
 
     con.rule("3. train the next-action transformer")
-    budget = ["train.max_minutes=1.5", "train.epochs=30", "train.patience=4"]
-    con.print(f"settings: {' '.join(budget)} (a demo budget; see README for full training)")
+    budget = DEMO_SETTINGS if settings is None else settings
+    con.print(f"settings: {' '.join(budget)} (a fixed demo schedule; see README for full training)")
 
     def on_epoch(rec: dict) -> None:
         valid = f"  valid NDCG@10 {rec['valid_NDCG@10']:.4f}" if "valid_NDCG@10" in rec else ""
@@ -61,6 +121,7 @@ def run_demo(out_dir: Path, *, n_events: int = 200_000, console: Console | None 
         f"protocol: {p['split']} ({p['split_kind']}), {p['candidates']}, exclude_seen={p['exclude_seen']}, "
         f"ties {p['ties']}, {p['users_evaluated']} users"
     )
+    con.print(lead_note(result, prepared.dataset.report))
 
     beh = result.get("behaviors")
     if beh:
@@ -72,6 +133,7 @@ def run_demo(out_dir: Path, *, n_events: int = 200_000, console: Console | None 
             t.add_row(name, *(f"{m[b]['AUC']:.3f}" for b in names), *(f"{m[b]['ECE']:.3f}" for b in names))
         con.print(t)
         con.print(f"protocol: {beh['protocol']['candidates']}; {beh['protocol']['calibration']}")
+        con.print(behavior_lead_note(beh))
 
     con.rule("5. recommendations for a sample user")
     predictor = Predictor.load(model_dir)

@@ -91,8 +91,12 @@ class Predictor:
         self._identity: dict[str, str | None] | None = None  # name and content hash, computed on first use
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> Predictor:
+    def load(cls, model_dir: str | Path, *, device: str | None = None) -> Predictor:
+        """Load a model directory; ``device`` ("cuda", "cuda:1", "cpu"; default the CPU) is where the model
+        scores (histories and item vectors follow it; answers come back on the CPU)."""
         model, config = load_model(model_dir)
+        if device is not None:
+            model = model.to(torch.device(device))
         return cls(model, config, PreparedDataset.load(Path(model_dir) / "data"), model_dir=model_dir)
 
     @property

@@ -127,6 +127,7 @@ def window_candidates(
 ) -> CandidateSet:
     """Labelled candidates for every user with events in ``split`` (see the module docstring); only for
     ``users`` (user positions) when given: e.g. the validated users, whose window the model never learned."""
+    only = None if users is None else np.asarray(users)
     split_codes = np.asarray(seqs.split)
     offsets = np.asarray(seqs.offsets)
     items_all = np.asarray(seqs.items)
@@ -139,8 +140,8 @@ def window_candidates(
     u_idx = users[first]
     hist_start = offsets[u_idx]
     keep_user = hist_end - hist_start >= min_history
-    if users is not None:
-        keep_user &= np.isin(u_idx, np.asarray(users))
+    if only is not None:
+        keep_user &= np.isin(u_idx, only)
     keep_user_of = np.zeros(len(offsets) - 1, dtype=bool)
     keep_user_of[u_idx[keep_user]] = True
     ev_keep = keep_user_of[users]
