@@ -386,7 +386,7 @@ def evaluate_dir(
     metrics = ranking_metrics(ranks)
     metrics["coverage@10"] = coverage(tops[:, :10], data.n_items)
     seed = config.get("train", {}).get("seed")
-    from nextaction.text.cold import scored_as
+    from nextaction.text.cold import new_items_by_time, scored_as
     from nextaction.text.items import cold_warm
 
     split_metrics = None if sampled else cold_warm(data, code, ranks, users=users)
@@ -402,7 +402,7 @@ def evaluate_dir(
         split_metrics["at_offset_0"] = {k: at0[k] for k in (COLD, "warm")}
     new_by_time = None
     if not sampled and model.text_proj is not None and data.report.get("split", {}).get("kind") == "temporal":
-        new_by_time = _new_by_time(model, data, code, ranks, exclude_seen=excl, users=users)
+        new_by_time = new_items_by_time(model, data, code, ranks, exclude_seen=excl, users=users)
     result: dict[str, Any] = {
         "metrics": metrics,
         "protocol": protocol(
@@ -444,48 +444,6 @@ def evaluate_dir(
             model, data, train_cfg, ranker=config.get("behavior_ranker"), baselines=baselines
         )
     return result
-
-
-def _new_by_time(
-    model: Any, data: PreparedDataset, code: int, ranks: np.ndarray, *, exclude_seen: bool, users: Any
-) -> dict[str, Any] | None:
-    """Temporal splits: the targets on items first seen in the evaluated window (new by time), as scored
-    (nobody registered them, so no offset: text alone) and as if a shop had registered them as new before
-    the window (``items add``: the fitted offset lifts them). The catalogue holds only the new items that
-    did get events in the window, so the registered figure is an upper bound of what the offset gives in a
-    real catalogue, where most new items get none and the offset lifts them all the same."""
-    from nextaction.evaluation.metrics import ranking_metrics
-    from nextaction.evaluation.ranking import eval_examples
-    from nextaction.scoring import evaluate_model
-    from nextaction.text.cold import first_seen_in, scored_as
-
-    new = first_seen_in(data.seqs, code, data.n_items)
-    is_new = np.isin(eval_examples(data.seqs, split=code).of_users(users).target, new)
-    if not is_new.any():
-        return None
-    with scored_as(model, new_items=new):
-        registered, _ = evaluate_model(
-            model, data.seqs, split=code, exclude_seen=exclude_seen, k_top=0, users=users
-        )
-    keys = ("HR@10", "NDCG@10", "MRR@10", "HR@20")
-    as_scored, lifted = (
-        ranking_metrics(ranks[is_new], ks=(10, 20)),
-        ranking_metrics(registered[is_new], ks=(10, 20)),
-    )
-    return {
-        "items": len(new),
-        "users": int(is_new.sum()),
-        "offset": float(model.new_item_offset),
-        "as_scored": {k: as_scored[k] for k in keys},
-        "registered_new": {k: lifted[k] for k in keys},
-        # what registering them does to everyone else's list (a lift pushes other items down)
-        "others_as_scored": {
-            k: v for k, v in ranking_metrics(ranks[~is_new], ks=(10, 20)).items() if k in keys
-        },
-        "others_registered_new": {
-            k: v for k, v in ranking_metrics(registered[~is_new], ks=(10, 20)).items() if k in keys
-        },
-    }
 
 
 def default_baselines(data: PreparedDataset) -> list[Any]:
