@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from nextaction.evaluation.metrics import MISS_RANK, coverage, pessimistic_ranks, ranking_metrics
+from nextaction.evaluation.metrics import (
+    MISS_RANK,
+    auc,
+    auc_bootstrap_sd,
+    coverage,
+    pessimistic_ranks,
+    ranking_metrics,
+)
 
 
 def test_ranking_metrics_by_hand():
@@ -119,3 +126,42 @@ def test_nan_scores_count_against_the_scorer():
     assert ranks.tolist() == [2, MISS_RANK, 0]
     assert ranking_metrics(ranks.numpy(), ks=(10,))["HR@10"] == pytest.approx(2 / 3)
     assert np.isfinite(ranking_metrics(ranks.numpy(), ks=(10,))["NDCG@10"])
+
+
+# ---- next order (several relevant items) and the paired bootstrap -----------------------------------------
+
+
+def test_multi_target_metrics_by_hand():
+    from nextaction.evaluation.metrics import multi_target_metrics
+
+    # user 0: order of 2 items at ranks 0 and 3; user 1: one item at rank 12; user 2: ranks 1 and 9 and 30
+    m = multi_target_metrics(np.array([0, 2, 3, 6]), np.array([0, 3, 12, 1, 9, 30]), ks=(10,))
+    idcg2 = 1 + 1 / np.log2(3)
+    idcg3 = idcg2 + 1 / np.log2(4)
+    assert m["HR@10"].tolist() == [1.0, 0.0, 1.0]
+    assert m["NDCG@10"] == pytest.approx(
+        [(1 + 1 / np.log2(5)) / idcg2, 0.0, (1 / np.log2(3) + 1 / np.log2(11)) / idcg3]
+    )
+    assert m["MRR@10"] == pytest.approx([1.0, 0.0, 0.5])
+    # one relevant item each: the single-target formulas
+    one = multi_target_metrics(np.arange(4), np.array([0, 4, 15]), ks=(10,))
+    single = ranking_metrics(np.array([0, 4, 15]), ks=(10,))
+    assert one["NDCG@10"].mean() == pytest.approx(single["NDCG@10"])
+    assert one["HR@10"].mean() == pytest.approx(single["HR@10"])
+
+
+def test_bootstrap_auc_with_unit_weights_is_the_auc_and_pairs_draws():
+    from nextaction.evaluation.metrics import bootstrap_auc, bootstrap_weights, interval
+
+    rng = np.random.default_rng(0)
+    units = np.repeat(np.arange(50), 8)
+    y = rng.random(len(units)) < 0.3
+    s = y + rng.normal(size=len(units))
+    ones = np.ones((1, 50))
+    assert bootstrap_auc(s, y, units, ones)[0] == pytest.approx(auc(s, y))
+    w = bootstrap_weights(units, draws=200, seed=0)
+    assert w.shape == (200, 50) and (w.sum(axis=1) == 50).all()
+    a, b = bootstrap_auc(s, y, units, w), bootstrap_auc(s + 0.5 * y, y, units, w)
+    lo, _hi = interval(b - a)
+    assert lo > 0  # the same draws for both: a strictly better scorer wins in every draw
+    assert np.std(a) == pytest.approx(auc_bootstrap_sd(s, y, units, draws=200), rel=0.3)

@@ -273,6 +273,24 @@ def _metrics_table(result: dict[str, Any], *, title: str) -> None:
         f"protocol: {p['split']} split ({p['split_kind']}), {p['candidates']}, exclude_seen="
         f"{p['exclude_seen']}, ties {p['ties']}, {p['users_evaluated']} users, data {p['dataset_fingerprint']}"
     )
+    windows = result.get("behaviors", {}).get("windows")
+    if windows:
+        _windows_table(windows)
+
+
+def _windows_table(w: dict[str, Any]) -> None:
+    """Pooled rolling-window figures, with 95% bootstrap intervals, one row per scorer."""
+    table = Table(title=f"{w['k']} rolling test windows, pooled (95% bootstrap CI over users)")
+    first = next(iter(w["pooled"].values()))
+    cols = [(section, metric) for section, m in first.items() for metric in m if f"{metric}_ci" in m]
+    table.add_column("model")
+    for section, metric in cols:
+        table.add_column(f"{section} {metric}", justify="right")
+    for name, m in w["pooled"].items():
+        cells = [f"{m[s][k]:.4f} [{m[s][k + '_ci'][0]:.4f}, {m[s][k + '_ci'][1]:.4f}]" for s, k in cols]
+        table.add_row(name, *cells)
+    out.print(table)
+    out.print("windows: " + ", ".join(w["protocol"]["windows"]))
 
 
 @app.command()
@@ -290,13 +308,25 @@ def evaluate(
     users: Annotated[
         int, typer.Option(help="evaluate a fixed random sample of this many users (0 = all), for huge logs")
     ] = 0,
+    windows: Annotated[
+        int,
+        typer.Option(
+            help="behaviour models: also measure K consecutive test windows after the one training run "
+            "(rolling origin; histories and item counts as of each window's start), pooled with bootstrap CIs"
+        ),
+    ] = 0,
     json_: JsonOpt = False,
 ) -> None:
     """Full-ranking evaluation (HR, NDCG, MRR, Recall @5/10/20, coverage) with the protocol recorded."""
     from nextaction.workflow import evaluate_dir
 
     result = evaluate_dir(
-        model_dir, split=split, baselines=baselines, exclude_seen=exclude_seen, max_users=users
+        model_dir,
+        split=split,
+        baselines=baselines,
+        exclude_seen=exclude_seen,
+        max_users=users,
+        windows=windows,
     )
     if json_:
         _print_json(result)

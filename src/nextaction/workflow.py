@@ -316,11 +316,13 @@ def evaluate_behaviors(
     *,
     ranker: dict[str, Any] | None = None,
     baselines: bool = False,
+    windows: int = 0,
 ) -> dict[str, Any]:
     """The behaviour-prediction protocol of behavior/evaluation.py for the model (and the behaviour baselines).
 
     ranker: the model's saved behaviour ranker (config ``behavior_ranker``); without one it is fitted on
-    the valid window here, as :func:`calibrate_model` does after training.
+    the valid window here, as :func:`calibrate_model` does after training. ``windows`` > 0 adds
+    ``windows``: the rolling-origin evaluation over that many consecutive test windows (behavior/windows.py).
     """
     from nextaction.behavior.evaluation import behavior_protocol, eval_setup, evaluate_behavior_scorer
     from nextaction.behavior.ranker import BehaviorRanker, ModelBehaviorScorer
@@ -338,6 +340,19 @@ def evaluate_behaviors(
             b.name: evaluate_behavior_scorer(b, data, setup, fit_data=view)
             for b in default_behavior_baselines()
         }
+    if windows:
+        from nextaction.behavior.baselines import default_behavior_baselines
+        from nextaction.behavior.windows import evaluate_windows
+
+        scorers: dict[str, Any] = {
+            "nextaction": ModelBehaviorScorer(model, ranker=BehaviorRanker.from_dict(ranker))
+        }
+        fit_on: dict[str, PreparedDataset] = {}
+        if baselines:
+            view = trained_view(data, train_cfg)
+            for b in default_behavior_baselines():
+                scorers[b.name], fit_on[b.name] = b, view
+        result["windows"] = evaluate_windows(scorers, data, setup, k=windows, fit_data=fit_on)
     return result
 
 
@@ -348,8 +363,12 @@ def evaluate_dir(
     baselines: bool = False,
     exclude_seen: bool | None = None,
     max_users: int = 0,
+    windows: int = 0,
 ) -> dict[str, Any]:
     """Full-ranking evaluation of a model directory (and optionally the baselines, with the same code).
+
+    ``windows`` > 0 (models with a behaviour head): also the rolling-origin behaviour evaluation over that
+    many consecutive test windows, under ``behaviors.windows``.
 
     Models with a behaviour head add ``behaviors``: per-behaviour probability metrics on the test window
     and next-behaviour full ranking (see behavior/evaluation.py).
@@ -367,6 +386,11 @@ def evaluate_dir(
         raise InputError(f"--split must be test or valid, got '{split}'")
     code = TEST if split == "test" else VALID
     model, config = load_model(model_dir)
+    if windows and (model.behavior is None or split != "test"):
+        raise InputError(
+            f"--windows measures behaviour prediction on the test period: {model_dir} needs a behaviour head "
+            "(a multi-behaviour log) and --split test"
+        )
     data = PreparedDataset.load(Path(model_dir) / "data")
     train_cfg = build(
         TrainConfig, config.get("train", {}), where=f"{Path(model_dir) / 'config.json'} [train]"
@@ -441,7 +465,7 @@ def evaluate_dir(
         }
     if model.behavior is not None and split == "test":
         result["behaviors"] = evaluate_behaviors(
-            model, data, train_cfg, ranker=config.get("behavior_ranker"), baselines=baselines
+            model, data, train_cfg, ranker=config.get("behavior_ranker"), baselines=baselines, windows=windows
         )
     return result
 

@@ -31,6 +31,7 @@ from nextaction.behavior.candidates import (
     BehaviorScorer,
     CandidateSet,
     ItemStats,
+    counts_before_window,
     expand_spans,
     lookup,
     pair_features,
@@ -66,6 +67,10 @@ class BehaviorPopularity:
         rows = _fitted(self._rows, self)
         return np.ascontiguousarray(rows[:, cands.items].T)
 
+    def as_of(self, seqs: Sequences) -> None:
+        rows = _fitted(self._rows, self)
+        self._rows = _popularity_rows(counts_before_window(seqs, rows.shape[1] - 1, rows.shape[0]))
+
     def rank_scores(
         self, seqs: Sequences, hist_start: np.ndarray, hist_end: np.ndarray, *, behavior: int
     ) -> np.ndarray:
@@ -95,11 +100,19 @@ class RepeatBehavior:
 
     def fit(self, data: PreparedDataset, *, train: CandidateSet) -> Self:
         strength = behavior_strengths(data.behaviors, self.strengths)
-        rows = _popularity_rows(_behavior_counts(data, train))
-        weakest = float(strength[1:].min(initial=1.0)) * self.decay ** (self.window - 1)
-        tiebreak = rows / (rows.max(axis=1, keepdims=True) + 1.0) * 0.5 * weakest
-        self._fit = (strength, tiebreak)
+        self._fit = (strength, self._tiebreak(strength, _behavior_counts(data, train)))
         return self
+
+    def as_of(self, seqs: Sequences) -> None:
+        strength, tiebreak = _fitted(self._fit, self)
+        counts = counts_before_window(seqs, tiebreak.shape[1] - 1, len(tiebreak))
+        self._fit = (strength, self._tiebreak(strength, counts))
+
+    def _tiebreak(self, strength: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """(NB, n_items + 1) popularity scaled below the weakest evidence: it only orders equal scores."""
+        rows = _popularity_rows(counts)
+        weakest = float(strength[1:].min(initial=1.0)) * self.decay ** (self.window - 1)
+        return rows / (rows.max(axis=1, keepdims=True) + 1.0) * 0.5 * weakest
 
     def behavior_scores(self, seqs: Sequences, cands: CandidateSet) -> np.ndarray:
         strength, tiebreak = _fitted(self._fit, self)
@@ -172,6 +185,10 @@ class FeatureModel:
             models = [self._classifier(x, train.labels[:, k]) for k in range(counts.shape[1])]
         self._fit = (stats, _popularity_rows(counts), models)
         return self
+
+    def as_of(self, seqs: Sequences) -> None:
+        stats, rows, models = _fitted(self._fit, self)
+        self._fit = (ItemStats(seqs, stats.n_behaviors), rows, models)
 
     def behavior_scores(self, seqs: Sequences, cands: CandidateSet) -> np.ndarray:
         stats, _, models = _fitted(self._fit, self)

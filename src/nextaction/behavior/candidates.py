@@ -84,6 +84,24 @@ class BehaviorScorer(Protocol):
         """(B, n_items + 1) scores of every item as the next one the user does ``behavior`` on."""
         ...
 
+    def as_of(self, seqs: Sequences) -> None:
+        """Take item statistics from every event of ``seqs`` outside its TEST split: the state of the
+        world at the start of the window being scored (rolling-origin evaluation, behavior/windows.py).
+        The fitted parameters stay."""
+        ...
+
+
+def counts_before_window(seqs: Sequences, n_items: int, n_behaviors: int) -> np.ndarray:
+    """(n_items + 1, NB) float64 per item and behaviour: the events of ``seqs`` outside its TEST split."""
+    keep = np.asarray(seqs.split) != TEST
+    items = np.asarray(seqs.items)[keep].astype(np.int64)
+    beh = np.asarray(seqs.behaviors)[keep].astype(np.int64)
+    ok = (beh >= 1) & (beh <= n_behaviors)
+    flat = np.bincount(items[ok] * n_behaviors + beh[ok] - 1, minlength=(n_items + 1) * n_behaviors)
+    counts = flat.reshape(-1, n_behaviors).astype(np.float64)
+    counts[PAD_IDX] = 0.0
+    return counts
+
 
 def train_popularity(data: PreparedDataset) -> np.ndarray:
     """(n_items + 1,) float64 TRAIN event counts per item_idx; index 0 is 0."""

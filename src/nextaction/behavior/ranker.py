@@ -234,6 +234,10 @@ class ModelBehaviorScorer:
             self.ranker = BehaviorRanker.fit(x, train.labels)
         return self
 
+    def as_of(self, seqs: Sequences) -> None:
+        self.stats = ItemStats(seqs, self.model.cfg.n_behaviors - 1)
+        self._last = None
+
     def _stats(self, seqs: Sequences) -> ItemStats:
         if self.stats is None:
             self.stats = ItemStats(seqs, self.model.cfg.n_behaviors - 1)

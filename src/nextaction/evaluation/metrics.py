@@ -196,3 +196,114 @@ def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> d
         "recall": recall,
         "F1": f1,
     }
+
+
+# ---- paired bootstrap over users (rolling windows, differences between scorers) -------------------------
+
+CI_LEVEL = 0.95
+
+
+def bootstrap_weights(units: np.ndarray, *, draws: int = AUC_BOOTSTRAP_DRAWS, seed: int = 0) -> np.ndarray:
+    """(draws, n_units) float64 multiplicities of resampling the units (users) with replacement.
+
+    ``units``: (T,) int unit of every row, compact ids 0 … n_units − 1. Every scorer measured on the same
+    rows reuses one matrix, so a difference between two scorers is a *paired* bootstrap: each draw takes
+    the same users, with their same candidates, for both.
+    """
+    n_units = int(np.max(units)) + 1 if len(units) else 0
+    rng = np.random.default_rng(seed)
+    return np.stack(
+        [np.bincount(rng.integers(0, n_units, n_units), minlength=n_units) for _ in range(draws)]
+    ).astype(np.float64)
+
+
+def bootstrap_auc(
+    scores: np.ndarray, labels: np.ndarray, units: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """(draws,) AUC of each bootstrap draw (ties count half); NaN where a draw lacks a class.
+
+    One presort; each draw is a weighted Mann–Whitney pass over tie blocks, O(T).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(s, kind="stable")
+    s, y, g = s[order], np.asarray(labels, dtype=bool)[order], np.asarray(units)[order]
+    block = np.cumsum(np.concatenate([[True], s[1:] != s[:-1]])) - 1 if len(s) else np.zeros(0, np.int64)
+    out = np.full(len(weights), np.nan)
+    for d, w_unit in enumerate(weights):
+        w = w_unit[g]
+        w_pos, w_neg = w * y, w * ~y
+        neg_in_block = np.bincount(block, w_neg)
+        neg_below = np.cumsum(neg_in_block) - neg_in_block
+        denom = w_pos.sum() * w_neg.sum()
+        if denom > 0:
+            out[d] = (w_pos * (neg_below[block] + 0.5 * neg_in_block[block])).sum() / denom
+    return out
+
+
+def group_aucs(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (rows of a group contiguous): its AUC (NaN with one class) and its number of rows —
+    the terms of :func:`gauc`."""
+    groups = np.asarray(groups)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(groups)) + 1, [len(groups)]]) if len(groups) else [0]
+    values = np.array([auc(scores[a:b], labels[a:b]) for a, b in itertools.pairwise(bounds)])
+    sizes = np.diff(np.asarray(bounds)).astype(np.float64)
+    return values, sizes
+
+
+def bootstrap_mean(
+    values: np.ndarray, sizes: np.ndarray, units: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """(draws,) mean of ``values`` weighted by ``sizes`` × the draw's multiplicity of each value's unit,
+    NaN values skipped: GAUC from :func:`group_aucs` (sizes = candidates), or a per-user ranking metric
+    (sizes = 1)."""
+    ok = ~np.isnan(values)
+    v, s, u = values[ok], sizes[ok], np.asarray(units)[ok]
+    w = weights[:, u] * s[None, :]  # (draws, G)
+    total = w.sum(axis=1)
+    return np.where(total > 0, (w * v[None, :]).sum(axis=1) / np.where(total > 0, total, 1.0), np.nan)
+
+
+def interval(draws: np.ndarray, *, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Percentile interval of bootstrap draws (NaN draws ignored)."""
+    d = np.asarray(draws, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    if len(d) == 0:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(d, tail)), float(np.percentile(d, 100 - tail))
+
+
+def compact_ids(values: np.ndarray) -> np.ndarray:
+    """Dense 0 … n − 1 ids of arbitrary integer keys (e.g. user_idx → bootstrap unit)."""
+    return np.unique(np.asarray(values), return_inverse=True)[1].astype(np.int64)
+
+
+# ---- several relevant items per user (next order) --------------------------------------------------------
+
+
+def multi_target_metrics(
+    offsets: np.ndarray, ranks: np.ndarray, *, ks: tuple[int, ...] = (10,)
+) -> dict[str, np.ndarray]:
+    """Per-user HR@K, NDCG@K and MRR@K when user u has the relevant items ``ranks[offsets[u]:offsets[u+1]]``
+    (0-based positions in the user's ranked list; every relevant item counts as a hit).
+
+    HR@K: any relevant item in the top K. NDCG@K: Σ_{rank < K} 1/log2(rank + 2) over the relevant items,
+    divided by the ideal DCG of min(n_relevant, K) items at the top. MRR@K: 1/(best rank + 1).
+    Returns arrays of shape (U,) per metric name.
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    ranks = np.asarray(ranks, dtype=np.float64)
+    n_rel = np.diff(offsets)
+    user = np.repeat(np.arange(len(n_rel)), n_rel)
+    best = np.full(len(n_rel), np.inf)
+    np.minimum.at(best, user, ranks)
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        gain = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+        dcg = np.bincount(user, gain, minlength=len(n_rel))
+        ideal_gains = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
+        idcg = ideal_gains[np.clip(np.minimum(n_rel, k) - 1, 0, k - 1)]
+        out[f"HR@{k}"] = (best < k).astype(np.float64)
+        out[f"NDCG@{k}"] = np.where(n_rel > 0, dcg / idcg, 0.0)
+        out[f"MRR@{k}"] = np.where(best < k, 1.0 / (best + 1.0), 0.0)
+    return out
