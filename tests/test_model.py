@@ -138,3 +138,43 @@ def test_relative_bias_reaches_attention():
         m.rel_bias[:, 2] += 5.0  # favour the event two steps back
         b = m.last_state(*seq([3, 4, 5]))
     assert not torch.allclose(a, b)
+
+
+# ---- repeat-aware scores ---------------------------------------------------------------------------------
+
+
+def test_repeat_scores_are_causal_and_lift_only_history_items():
+    """Copy scores of query t never read slots after t; next_item_scores change only history items' scores
+    (upwards) and equal the catalogue scores for every other item."""
+    from nextaction.model import RepeatScore
+
+    model = tiny(repeat_score=True)
+    items, behaviors, times = seq([3, 7, 3, 9, 11], [1, 2, 1, 3, 1])
+    h = model(items, behaviors, times)
+    upto = torch.arange(5)[None, :]
+    copy = model.copy_scores(h, items, behaviors, upto)  # (1, 5, 5)
+    later = torch.ones(5, 5, dtype=torch.bool).triu(1)
+    assert (copy[0][later] <= -1e3).all() and (copy[0][~later] > -1e3).all()  # slot s > t: invisible to t
+    other = model(torch.tensor([[3, 7, 3, 20, 21]]), behaviors, times)
+    copy2 = model.copy_scores(other, torch.tensor([[3, 7, 3, 20, 21]]), behaviors, upto)
+    torch.testing.assert_close(copy[0, :3, :3], copy2[0, :3, :3])
+
+    scores = model.next_item_scores(h, items, behaviors)
+    base = model.score_all(h[:, -1])
+    seen = torch.zeros(31, dtype=torch.bool)
+    seen[[3, 7, 9, 11]] = True
+    assert (scores[0, seen] > base[0, seen]).all()
+    torch.testing.assert_close(scores[0, ~seen][1:], base[0, ~seen][1:])
+    # the mixture by hand for item 3 (two slots)
+    c = copy[0, 4]
+    expected = torch.logsumexp(torch.stack([base[0, 3], c[0], c[2]]), dim=0)
+    torch.testing.assert_close(scores[0, 3], expected)
+    assert isinstance(model.repeat, RepeatScore)
+
+
+def test_empty_history_scores_the_catalogue_only():
+    model = tiny(repeat_score=True)
+    items = torch.zeros(1, 4, dtype=torch.long)
+    h = model(items, items, items)
+    scores = model.next_item_scores(h, items, items)
+    torch.testing.assert_close(scores, model.score_all(torch.zeros(1, 16)))

@@ -293,6 +293,27 @@ def _windows_table(w: dict[str, Any]) -> None:
     out.print("windows: " + ", ".join(w["protocol"]["windows"]))
 
 
+def _leave_one_out_table(loo: dict[str, Any]) -> None:
+    """Leave-one-out targets: full-catalogue and sampled-negatives figures side by side, one row per scorer."""
+    p = loo["protocol"]
+    n = p["negatives"]
+    table = Table(title=f"leave-one-out next-{p['target_behavior']} ({p['targets']})")
+    cols = [("full", k) for k in ("HR@10", "NDCG@10", "MRR")]
+    cols += [(f"sampled_{n}", k) for k in ("HR@10", "NDCG@10")]
+    table.add_column("model", no_wrap=True)
+    for section, k in cols:
+        table.add_column(k if section == "full" else f"{k} 1+{n}", justify="right")
+    for name, m in {"nextaction": loo, **loo.get("baselines", {})}.items():
+        table.add_row(name, *(f"{m[section][k]:.4f}" for section, k in cols))
+    out.print(table)
+    skipped = ", ".join(f"{count} {reason}" for reason, count in loo["skipped"].items() if count) or "none"
+    out.print(
+        f"leave-one-out: {loo['users']} users (rows skipped: {skipped}); HR, NDCG, MRR over every catalogue "
+        f"item, history kept; 1+{n}: the target among {n} sampled items the user never touched (seed "
+        f"{p['negatives_seed']}); ties {p['ties']}"
+    )
+
+
 @app.command()
 def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
@@ -315,6 +336,13 @@ def evaluate(
             "(rolling origin; histories and item counts as of each window's start), pooled with bootstrap CIs"
         ),
     ] = 0,
+    targets: Annotated[
+        Path | None,
+        typer.Option(
+            help="leave-one-out targets CSV (user_id,item_id): rank each user's held-out item over the whole "
+            "catalogue from their full history, and among 99 sampled negatives"
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Full-ranking evaluation (HR, NDCG, MRR, Recall @5/10/20, coverage) with the protocol recorded."""
@@ -327,11 +355,14 @@ def evaluate(
         exclude_seen=exclude_seen,
         max_users=users,
         windows=windows,
+        targets=targets,
     )
     if json_:
         _print_json(result)
     else:
         _metrics_table(result, title=f"{split} metrics ({model_dir})")
+        if "leave_one_out" in result:
+            _leave_one_out_table(result["leave_one_out"])
 
 
 @app.command()

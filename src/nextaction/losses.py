@@ -26,8 +26,9 @@ def full_softmax(states: torch.Tensor, item_emb: torch.Tensor, targets: torch.Te
     return F.cross_entropy(logits.float(), targets)
 
 
-class _ChunkedSoftmaxCE(torch.autograd.Function):
-    """Full-catalogue cross-entropy computed chunk by chunk, never holding the (P, I) logits.
+class _ChunkedLogSumExp(torch.autograd.Function):
+    """Per row: the log-sum-exp of the full-catalogue logits and the target's logit, computed chunk by chunk,
+    never holding the (P, I) logits.
 
     Forward keeps only the log-sum-exp per row; backward recomputes each chunk's logits. The two big
     matmuls run in ``matmul_dtype`` (bf16 on CPUs with AMX/AVX-512-BF16: ~10x the fp32 rate) while the
@@ -35,6 +36,9 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     which is what makes the memory-bound softmax cheap on a CPU. Rows are padded to a whole number of
     chunks so every matmul has one shape: oneDNN compiles a kernel per shape, and a ragged last chunk
     would compile a new one for almost every batch.
+
+    Returning the two terms (rather than the cross-entropy) lets a caller mix other scores into the
+    normaliser: the repeat-aware loss adds the history's copy scores (see :func:`mixture_cross_entropy`).
     """
 
     @staticmethod
@@ -45,12 +49,11 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         targets: torch.Tensor,
         chunk: int,
         matmul_dtype: torch.dtype,
-        smoothing: float,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         P = states.shape[0]
         pad = -P % chunk
         h = F.pad(states.detach(), (0, 0, 0, pad)).to(matmul_dtype)  # (P + pad, D)
-        y = F.pad(targets, (0, pad), value=1)  # padded rows score item 1; their weight is 0 below
+        y = F.pad(targets, (0, pad), value=1)  # padded rows score item 1; their gradient weight is 0
         e = item_emb.detach().to(matmul_dtype)
         lse = torch.empty(P + pad, dtype=torch.float32, device=h.device)
         target_logit = torch.empty(P + pad, dtype=torch.float32, device=h.device)
@@ -60,40 +63,46 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             lse[s : s + chunk] = torch.logsumexp(logits, dim=1)
             target_logit[s : s + chunk] = logits.gather(1, y[s : s + chunk, None])[:, 0]
         ctx.save_for_backward(h, e, y, lse)
-        ctx.chunk, ctx.n_rows, ctx.smoothing = chunk, P, smoothing
-        loss = lse[:P] - target_logit[:P]
-        if smoothing:
-            # Label smoothing spreads mass `smoothing` uniformly over the real items (never the padding row):
-            # its cross-entropy term is lse - mean logit, and the mean logit is h . mean(e[1:]).
-            mean_logit = h[:P].float() @ e[1:].float().mean(0)
-            loss = (1 - smoothing) * loss + smoothing * (lse[:P] - mean_logit)
-        return loss.mean()
+        ctx.chunk, ctx.n_rows = chunk, P
+        return lse[:P], target_logit[:P]
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_lse: torch.Tensor, grad_target: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
         h, e, y, lse = ctx.saved_tensors
         chunk, P = ctx.chunk, ctx.n_rows
-        weight = torch.zeros(h.shape[0], 1, device=h.device)
-        weight[:P] = grad.float() / P  # mean over real rows; padded rows contribute nothing
+        g_lse = torch.zeros(h.shape[0], 1, device=h.device)
+        g_tgt = torch.zeros(h.shape[0], device=h.device)
+        g_lse[:P, 0] = grad_lse.float()
+        g_tgt[:P] = grad_target.float()  # padded rows keep weight 0: they contribute nothing
         grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device)
         grad_e = torch.zeros(e.shape, dtype=torch.float32, device=e.device)
         for s in range(0, h.shape[0], chunk):
             hc = h[s : s + chunk]
             logits = (hc @ e.T).float()
             logits[:, 0] = float("-inf")
-            # d loss / d logits = (softmax - onehot) * weight
-            p = torch.exp_(logits.sub_(lse[s : s + chunk, None]))
-            p[torch.arange(len(hc), device=hc.device), y[s : s + chunk]] -= 1.0 - ctx.smoothing
-            p = p.mul_(weight[s : s + chunk]).to(h.dtype)
+            # d/d logits = g_lse * softmax + g_target * onehot(target)
+            p = torch.exp_(logits.sub_(lse[s : s + chunk, None])).mul_(g_lse[s : s + chunk])
+            p[torch.arange(len(hc), device=hc.device), y[s : s + chunk]] += g_tgt[s : s + chunk]
+            p = p.to(h.dtype)
             grad_h[s : s + chunk] = (p @ e).float()
             grad_e += (p.T @ hc).float()
-        if ctx.smoothing:
-            # The uniform part of the target, -smoothing / N on every real item, handled in closed form.
-            n_real = e.shape[0] - 1
-            e_mean = e[1:].float().mean(0)  # (D,)
-            grad_h -= ctx.smoothing * weight * e_mean
-            grad_e[1:] -= ctx.smoothing / n_real * (weight * h.float()).sum(0)
-        return grad_h[:P], grad_e, None, None, None, None
+        return grad_h[:P], grad_e, None, None, None
+
+
+def chunked_log_partition(
+    states: torch.Tensor,
+    item_emb: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    chunk: int = 256,
+    matmul_dtype: torch.dtype = torch.bfloat16,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P,) log-sum-exp over the catalogue (padding row excluded) and (P,) target logit, differentiable,
+    in a fraction of the memory of the (P, I) logits."""
+    out = _ChunkedLogSumExp.apply(states, item_emb, targets, chunk, matmul_dtype)
+    return out  # type: ignore[no-any-return]
 
 
 def chunked_full_softmax(
@@ -107,10 +116,39 @@ def chunked_full_softmax(
 ) -> torch.Tensor:
     """Same value as :func:`full_softmax` (up to matmul precision) in a fraction of the memory and time.
 
-    ``smoothing`` > 0 adds label smoothing over the real items (padding excluded).
+    ``smoothing`` > 0 adds label smoothing over the real items (padding excluded): its cross-entropy term
+    is lse - mean logit, and the mean logit is h . mean(e[1:]).
     """
-    out = _ChunkedSoftmaxCE.apply(states, item_emb, targets, chunk, matmul_dtype, smoothing)
-    return out  # type: ignore[no-any-return]
+    lse, target_logit = chunked_log_partition(
+        states, item_emb, targets, chunk=chunk, matmul_dtype=matmul_dtype
+    )
+    loss = lse - target_logit
+    if smoothing:
+        mean_logit = states.float() @ item_emb[1:].float().mean(0)
+        loss = (1 - smoothing) * loss + smoothing * (lse - mean_logit)
+    return loss.mean()
+
+
+REPEAT_MASK = -1e4  # copy score of an invisible history slot: finite, so an all-masked row has a gradient
+
+
+def mixture_cross_entropy(
+    lse: torch.Tensor,
+    target_logit: torch.Tensor,
+    copy_scores: torch.Tensor,
+    copy_items: torch.Tensor,
+    targets: torch.Tensor,
+) -> torch.Tensor:
+    """Mean cross-entropy of the repeat/explore mixture P(i) ∝ exp(h·e_i) + Σ_{s: item_s = i} exp(r_s).
+
+    lse, target_logit: (P,) the catalogue's log-sum-exp and the target's logit (any of the losses' parts);
+    copy_scores: (P, L) the copy score r_s of every history slot (REPEAT_MASK where invisible);
+    copy_items: (P, L) their item_idx; targets: (P,). The normaliser adds the history's mass to the
+    catalogue's; the target's mass adds every slot holding the target.
+    """
+    log_z = torch.logaddexp(lse, torch.logsumexp(copy_scores.float(), dim=1))
+    own = copy_scores.float().masked_fill(copy_items != targets[:, None], REPEAT_MASK)
+    return (log_z - torch.logaddexp(target_logit, torch.logsumexp(own, dim=1))).mean()
 
 
 def sampled_softmax(
@@ -140,11 +178,25 @@ def sampled_softmax_rows(
 
     Training passes rows from a sparse embedding lookup, so the item table's gradient touches only them.
     """
+    lse, target_logit = sampled_log_partition(states, target_rows, negative_rows, targets, negatives, log_q)
+    return (lse - target_logit).mean()
+
+
+def sampled_log_partition(
+    states: torch.Tensor,
+    target_rows: torch.Tensor,
+    negative_rows: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    log_q: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P,) log-sum-exp over [target | negatives] (logQ-corrected: it estimates the catalogue's) and (P,)
+    the target's corrected logit: the parts of :func:`sampled_softmax_rows`."""
     pos = (states * target_rows).sum(-1, keepdim=True) - log_q[targets][:, None]  # (P, 1)
     neg = states @ negative_rows.T - log_q[negatives][None, :]  # (P, S)
     neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
     logits = torch.cat([pos, neg], dim=1).float()
-    return F.cross_entropy(logits, torch.zeros_like(targets))
+    return torch.logsumexp(logits, dim=1), logits[:, 0]
 
 
 def gbce(

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nextaction.losses import REPEAT_MASK
+
 PAD = 0  # padding index for items, behaviours and time buckets (same value as data.schema.PAD_IDX)
 
 
@@ -62,6 +64,9 @@ class ModelConfig:
         False  # P(behaviour | history, candidate) head; on by default for multi-behaviour logs
     )
     head_dropout: float = 0.1
+    # Repeat-aware next-item scores: a copy score over the history's own items mixed with the catalogue's
+    # (RepeatNet's repeat/explore mixture). On by default where repeats are served (multi-behaviour logs).
+    repeat_score: bool = False
 
 
 def time_gap_buckets(timestamps_ms: torch.Tensor, mask: torch.Tensor, n_buckets: int) -> torch.Tensor:
@@ -221,6 +226,59 @@ class BehaviorHead(nn.Module):
         return self.wide(feats) + self.deep(deep_in)
 
 
+REPEAT_AGE_BUCKETS = 8  # events since a history event: 0, 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64+
+
+
+class RepeatScore(nn.Module):
+    """Copy scores of the history's events: the "repeat" half of a repeat/explore mixture.
+
+        P(next = i) ∝ exp(h·e_i) + Σ_{s visible, item_s = i} exp(r_s)
+
+    One dot product with the user state cannot say "she will do it again": an item's score is the same
+    whether she carted it an hour ago or never saw it. The copy score r_s of history event s gives the
+    items she touched their own mass, from what was done (behaviour), how long ago (events since, log
+    buckets), how repeat-prone the user is right now (a gate on the state) and which items come back
+    (attention of the state on the event: consumables return, a fridge does not). Training learns how much
+    mass repeats deserve against the catalogue; scoring adds it to the history's items (:meth:`mix`).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        D = cfg.dim
+        # log(n_items) puts one history event's mass at the whole catalogue's at start (h·e ≈ 0 there);
+        # the table starts a few nats below, so repeats begin plausible but not dominant.
+        self.log_n = math.log(cfg.n_items + 1)
+        self.table = nn.Parameter(torch.full((cfg.n_behaviors, REPEAT_AGE_BUCKETS), -3.0))
+        self.gate = nn.Linear(D, 1)
+        self.q = nn.Linear(D, D, bias=False)
+
+    def forward(
+        self, states: torch.Tensor, events: torch.Tensor, hist_behaviors: torch.Tensor, upto: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, T, L) copy score of history slot s for query t; losses.REPEAT_MASK where s is not visible.
+
+        states: (B, T, D) user state at each query; events: (B, L, D) event embeddings; hist_behaviors:
+        (B, L), PAD on padding; upto: (B, T) index of the last visible slot (-1 = none).
+        """
+        L, D = events.shape[1], events.shape[2]
+        age = upto[..., None] - torch.arange(L, device=events.device)  # (B, T, L) events since
+        visible = (age >= 0) & (hist_behaviors != PAD)[:, None, :]
+        bucket = torch.where(age > 0, torch.log2(age.clamp(min=1).float()).floor().long() + 1, 0)
+        bucket = bucket.clamp(max=REPEAT_AGE_BUCKETS - 1)
+        r = self.table[hist_behaviors[:, None, :].expand_as(bucket), bucket]  # (B, T, L)
+        r = r + self.gate(states) + self.log_n
+        r = r + torch.einsum("btd,bld->btl", self.q(states), events) / math.sqrt(D)
+        return r.masked_fill(~visible, REPEAT_MASK)
+
+    @staticmethod
+    def mix(scores: torch.Tensor, copy: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B, N) catalogue scores with the copy mass of each history slot added to its item:
+        log(exp(score_i) + Σ_{s: item_s = i} exp(copy_s)). copy, items: (B, L)."""
+        top = copy.amax(dim=1, keepdim=True)
+        mass = torch.zeros_like(scores).scatter_add_(1, items, torch.exp(copy - top).to(scores.dtype))
+        return torch.logaddexp(scores, torch.log(mass) + top)
+
+
 class NextActionModel(nn.Module):
     """Causal transformer that maps an event sequence to one user state per position."""
 
@@ -242,6 +300,7 @@ class NextActionModel(nn.Module):
         self.out_emb = None if cfg.tie_weights else nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=PAD)
         self.out_bias = nn.Parameter(torch.zeros(cfg.n_items + 1)) if cfg.item_bias else None
         self.behavior = BehaviorHead(cfg) if cfg.behavior_head else None
+        self.repeat = RepeatScore(cfg) if cfg.repeat_score else None
         # Item text (fixed sentence embeddings, a buffer) enters through a learned projection. ``has_id``
         # marks items that had training events: an item without them has an ID embedding that never learned
         # anything, so it is represented by its text alone — which makes new items recommendable at once.
@@ -421,7 +480,41 @@ class NextActionModel(nn.Module):
         return h[torch.arange(h.shape[0]), last]
 
     def score_all(self, states: torch.Tensor) -> torch.Tensor:
-        """(B, D) states -> (B, n_items + 1) scores over the whole catalogue; column 0 is -inf."""
+        """(B, D) states -> (B, n_items + 1) scores over the whole catalogue; column 0 is -inf.
+
+        The catalogue part only: models with ``repeat_score`` add the history's copy mass with
+        :meth:`next_item_scores`, which needs the history."""
         scores = self.output_states(states) @ self.output_embeddings().T
+        scores[:, PAD] = float("-inf")
+        return scores
+
+    def copy_scores(
+        self, h: torch.Tensor, items: torch.Tensor, behaviors: torch.Tensor, upto: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, T, L) copy scores of the history slots for the queries ``upto`` (B, T) (see RepeatScore).
+
+        h: (B, L, D) output of :meth:`forward` for ``items``/``behaviors`` (B, L)."""
+        if self.repeat is None:
+            raise ValueError("this model has no repeat score (model.repeat_score = false)")
+        idx = upto.clamp(min=0)
+        states = h.gather(1, idx[..., None].expand(-1, -1, h.shape[-1])).masked_fill(
+            (upto < 0)[..., None], 0.0
+        )
+        return self.repeat(states, self.event_embeddings(items, behaviors), behaviors, upto)
+
+    def next_item_scores(self, h: torch.Tensor, items: torch.Tensor, behaviors: torch.Tensor) -> torch.Tensor:
+        """(B, n_items + 1) next-item scores after each row's last real event (a zero state for an empty
+        row), the history's copy mass mixed in for repeat-aware models; column 0 is -inf.
+
+        h: (B, L, D) output of :meth:`forward` for ``items``/``behaviors`` (B, L), right-padded."""
+        n = (items != PAD).sum(dim=1)
+        upto = (n - 1)[:, None]  # (B, 1)
+        last = h[torch.arange(len(h), device=h.device), upto[:, 0].clamp(min=0)]
+        last = last.masked_fill((n == 0)[:, None], 0.0)
+        scores = self.score_all(last)
+        if self.repeat is None:
+            return scores
+        copy = self.copy_scores(h, items, behaviors, upto)[:, 0]  # (B, L)
+        scores = RepeatScore.mix(scores.float(), copy.float(), items)
         scores[:, PAD] = float("-inf")
         return scores

@@ -8,6 +8,7 @@
     p.predict(p.history("42", split="all"), ["B003", "B004"])   # {"B003": {"view": 0.9, "buy": 0.1}, …}
     p.recommend(p.history("42", split="all"), k=5, behavior="buy")  # items the user will buy next
     p.explain(p.history("42"), "B003").sentence      # "Recommended because you viewed X and bought Y."
+    p.propensity(p.history("42", split="all"), behavior="buy", horizon="7d")  # P(buys anything within 7 days)
 
     p.describe_history(p.history("42", split="all"))  # for display: + position, time (if any), title
     p.item_entries(p.recommend(p.history("42")))      # [{"item_id", "score", "title" (when known)}, …]
@@ -32,6 +33,8 @@ import torch
 from nextaction import explain as ex
 from nextaction.batches import Batch, from_lists
 from nextaction.behavior.calibration import probabilities
+from nextaction.behavior.candidates import primary_behavior
+from nextaction.behavior.propensity import PropensityModel, PropensityStage
 from nextaction.behavior.ranker import (
     SHORTLIST,
     BehaviorRanker,
@@ -84,6 +87,7 @@ class Predictor:
         self.last_unknown_items: list[str] = []
         self.calibration: dict[str, dict[str, float]] | None = config.get("calibration")
         self.ranker = BehaviorRanker.from_dict(config.get("behavior_ranker"))
+        self.propensity_model = PropensityModel.from_dict(config.get("propensity"))
         self._item_stats: Any = None  # candidates.ItemStats, built on first behaviour prediction
         self._popularity: torch.Tensor | None = None
         self._index: Any = None  # retrieval.ExactIndex / FaissIndex once use_index() is called
@@ -469,6 +473,75 @@ class Predictor:
         return [
             (self._item_ids[i], float(p)) for p, i in zip(probs.tolist(), top.indices.tolist(), strict=True)
         ]
+
+    # ---- user propensity ----------------------------------------------------------------------------
+
+    def propensity_target(
+        self, behavior: str | None = None, horizon: str | int | None = None
+    ) -> tuple[str, PropensityStage]:
+        """The behaviour name and the fitted stage :meth:`propensity` answers with: ``behavior`` None = the
+        log's conversion behaviour (buy, …); ``horizon`` None = the model's default (the evaluated one).
+        InputError for a model without a propensity stage, an unknown behaviour or an unfitted horizon."""
+        prop = self.propensity_model
+        if prop is None:
+            raise InputError(
+                "this model has no propensity stage: it is fitted after training on the validation window of "
+                "a temporal split (the default for multi-behaviour logs); retrain on such a split"
+            )
+        if behavior is None:
+            primary = primary_behavior(self.data.behaviors)
+            behavior = self.data.behaviors[primary if primary is not None else 1]
+        self.behavior_index(behavior)
+        return behavior, prop.stage(horizon)
+
+    @torch.no_grad()
+    def propensity(
+        self,
+        history: Iterable[Event],
+        *,
+        behavior: str | None = None,
+        horizon: str | int | None = None,
+        at: int | None = None,
+    ) -> float:
+        """P(the user does ``behavior`` at least once in ``[at, at + horizon)``), calibrated on validation.
+
+        ``behavior``: default the log's conversion behaviour (buy, …). ``horizon``: one the model's stage
+        was fitted for ("1d", "7d", "30d" where its validation window could label them; the model's
+        ``propensity_model.horizons``); None = the one evaluated. ``at``: the window start, epoch ms; default
+        just after the history's latest event. Only events before ``at`` count, and every event needs its
+        timestamp (recency is the strongest signal) unless the log only orders events. Items the model does
+        not know are skipped, as in :meth:`predict`; a history with no known event before ``at`` is an
+        InputError (the stage was fitted on users with at least one).
+        """
+        name, stage = self.propensity_target(behavior, horizon)
+        history = list(history)
+        if self.clock != CLOCK_POSITIONS:
+            bare = [
+                n for n, ev in enumerate(history) if not isinstance(ev, Mapping) or ev.get(TIMESTAMP) is None
+            ]
+            if bare:
+                raise InputError(
+                    f"history event {bare[0]} has no timestamp: propensity reads how recent every event is; "
+                    "give each event's epoch milliseconds"
+                )
+        if at is not None and (isinstance(at, bool) or not isinstance(at, int | np.integer)):
+            raise InputError(f"at must be epoch milliseconds (an integer), got {at!r}")
+        at = None if at is None else int(at)
+        items, behaviors, times = self.encode(history)
+        t0 = (int(times.max()) + 1 if len(times) else None) if at is None else at
+        order = np.argsort(times, kind="stable")
+        keep = order[times[order] < t0] if t0 is not None else order[:0]
+        if len(keep) == 0:
+            raise InputError(
+                "propensity needs at least one event of a known item before the window start (at); "
+                "this history has none"
+            )
+        seqs = Sequences.from_arrays(items[keep], behaviors[keep], times[keep], np.array([len(keep)]))
+        stats = self._require_head() if stage.uses_model and self.model.behavior is not None else None
+        probs = stage.predict(
+            self.model, seqs, np.array([0]), np.array([len(keep)]), np.array([t0]), stats=stats
+        )
+        return float(probs[0, stage.behaviors.index(name)])
 
     # ---- explanations -------------------------------------------------------------------------------
 

@@ -29,10 +29,8 @@ def score_histories(model: NextActionModel, batch: Batch) -> torch.Tensor:
     """(B, n_items + 1) fp32 scores after each row's history, on the CPU whatever the model's device.
     Empty rows score from a zero state."""
     batch = batch_to_device(batch, model.item_emb.weight.device)
-    empty = ~batch.mask.any(dim=1)
-    states = model.last_state(batch.items, batch.behaviors, batch.timestamps)
-    states = states.masked_fill(empty[:, None], 0.0)
-    return model.score_all(states).float().cpu()
+    h = model(batch.items, batch.behaviors, batch.timestamps)
+    return model.next_item_scores(h, batch.items, batch.behaviors).float().cpu()
 
 
 PAD_BUCKET = 8  # evaluation pads each history up to a multiple of this

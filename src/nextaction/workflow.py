@@ -145,6 +145,8 @@ def train_model(
                 # behaviour probabilities are the point of a multi-behaviour log; single-behaviour logs
                 # skip the head unless asked (it would only predict "interacts")
                 "behavior_head": len(data.behaviors) > 2,
+                # repeats are served there (seen items stay candidates): score them as such
+                "repeat_score": len(data.behaviors) > 2,
                 **sections["model"],
             },
             where="[model]",
@@ -288,24 +290,31 @@ def new_item_offset(
 def calibrate_model(model: Any, data: PreparedDataset, train_cfg: Any) -> dict[str, Any]:
     """The behaviour stage fitted on the valid window of the users whose validation events the model did
     not learn: ``behavior_ranker`` (behavior.ranker.BehaviorRanker as a dict) and ``calibration`` (Platt
-    scaling + max-F1 thresholds of its scores); both None without a head or without a valid window."""
+    scaling + max-F1 thresholds of its scores); both None without a head or without a valid window. And
+    ``propensity`` (behavior.propensity.PropensityModel as a dict: P(the user does b at all within a
+    horizon), one stage per horizon), fitted on temporal splits with a head; None otherwise."""
     from nextaction.behavior.calibration import calibrate
     from nextaction.behavior.evaluation import eval_setup
+    from nextaction.behavior.propensity import fit_propensity
     from nextaction.behavior.ranker import ModelBehaviorScorer
     from nextaction.training.loop import held_out_validation_users
 
-    none: dict[str, Any] = {"behavior_ranker": None, "calibration": None}
+    none: dict[str, Any] = {"behavior_ranker": None, "calibration": None, "propensity": None}
     if model.behavior is None:
         return none
-    setup = eval_setup(data, valid_users=held_out_validation_users(data, train_cfg))
+    users = held_out_validation_users(data, train_cfg)
+    prop = fit_propensity(model, data, users=users)
+    user_stage: dict[str, Any] = {"propensity": None if prop is None else prop.to_dict()}
+    setup = eval_setup(data, valid_users=users)
     if len(setup.valid) == 0:
-        return none
+        return {**none, **user_stage}
     scorer = ModelBehaviorScorer(model).fit(data, train=setup.valid)
     assert scorer.ranker is not None
     scores = scorer.behavior_scores(data.seqs, setup.valid)
     return {
         "behavior_ranker": scorer.ranker.to_dict(),
         "calibration": calibrate(scores, setup.valid.labels, data.behaviors),
+        **user_stage,
     }
 
 
@@ -364,14 +373,22 @@ def evaluate_dir(
     exclude_seen: bool | None = None,
     max_users: int = 0,
     windows: int = 0,
+    targets: str | Path | None = None,
 ) -> dict[str, Any]:
     """Full-ranking evaluation of a model directory (and optionally the baselines, with the same code).
+
+    ``targets`` (a ``user_id,item_id`` CSV of held-out items) adds ``leave_one_out``: each listed user's item
+    ranked from their full history over the whole catalogue and among 99 sampled negatives (see
+    behavior/leave_one_out.py), the baselines too with ``baselines``; ``split`` and ``max_users`` do not
+    apply to it.
 
     ``windows`` > 0 (models with a behaviour head): also the rolling-origin behaviour evaluation over that
     many consecutive test windows, under ``behaviors.windows``.
 
     Models with a behaviour head add ``behaviors``: per-behaviour probability metrics on the test window
-    and next-behaviour full ranking (see behavior/evaluation.py).
+    and next-behaviour full ranking (see behavior/evaluation.py). Models with a propensity stage (temporal
+    splits) add ``propensity``: the user-level P(does b within the horizon) on the test window against RFM
+    logistic regression and gradient boosting (see behavior/propensity.py).
     """
     import time
 
@@ -392,6 +409,11 @@ def evaluate_dir(
             "(a multi-behaviour log) and --split test"
         )
     data = PreparedDataset.load(Path(model_dir) / "data")
+    loo_targets = None
+    if targets is not None:  # read first: a bad file fails before minutes of evaluation
+        from nextaction.behavior.leave_one_out import read_targets
+
+        loo_targets = read_targets(targets, data)
     train_cfg = build(
         TrainConfig, config.get("train", {}), where=f"{Path(model_dir) / 'config.json'} [train]"
     )
@@ -463,9 +485,30 @@ def evaluate_dir(
             )["metrics"]
             for b in default_baselines(data)
         }
+    if loo_targets is not None:
+        from nextaction.behavior.leave_one_out import evaluate_leave_one_out
+        from nextaction.behavior.ranker import BehaviorRanker
+
+        result["leave_one_out"] = evaluate_leave_one_out(
+            model,
+            data,
+            loo_targets,
+            fit_data=trained_view(data, train_cfg),  # baselines fit on exactly the model's training events
+            ranker=BehaviorRanker.from_dict(config.get("behavior_ranker")),
+            baselines=baselines,
+        )
     if model.behavior is not None and split == "test":
         result["behaviors"] = evaluate_behaviors(
             model, data, train_cfg, ranker=config.get("behavior_ranker"), baselines=baselines, windows=windows
+        )
+    if config.get("propensity") and split == "test":
+        # P(does b at all within the horizon) on the test window, against RFM logreg / gbm (always run)
+        from nextaction.behavior.propensity import PropensityModel, evaluate_propensity
+
+        prop = PropensityModel.from_dict(config["propensity"])
+        assert prop is not None
+        result["propensity"] = evaluate_propensity(
+            model, data, prop, users=held_out_validation_users(data, train_cfg), max_users=max_users
         )
     return result
 

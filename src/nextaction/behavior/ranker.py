@@ -147,8 +147,7 @@ def user_states(
     batch = Batch(*(t.to(dev) for t in (batch.items, batch.behaviors, batch.timestamps)))
     h = model(batch.items, batch.behaviors, batch.timestamps)
     n = batch.mask.sum(dim=1)
-    last = h[torch.arange(len(h), device=dev), (n - 1).clamp(min=0)].masked_fill((n == 0)[:, None], 0.0)
-    scores = model.score_all(last).float()
+    scores = model.next_item_scores(h, batch.items, batch.behaviors).float()
     return UserStates(batch, h, (n - 1)[:, None], scores, torch.logsumexp(scores, dim=1, keepdim=True))
 
 

@@ -307,3 +307,25 @@ def multi_target_metrics(
         out[f"NDCG@{k}"] = np.where(n_rel > 0, dcg / idcg, 0.0)
         out[f"MRR@{k}"] = np.where(best < k, 1.0 / (best + 1.0), 0.0)
     return out
+
+
+# ---- paired AUC difference (propensity: model against the better baseline) -------------------------------
+
+
+def paired_auc_difference(
+    p_a: np.ndarray,
+    p_b: np.ndarray,
+    y: np.ndarray,
+    users: np.ndarray,
+    *,
+    draws: int = AUC_BOOTSTRAP_DRAWS,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``{"diff": AUC(p_a) − AUC(p_b), "lo", "hi"}``: the difference of two scorers on the same rows and
+    its percentile interval (:data:`CI_LEVEL`) over a paired bootstrap of ``users`` (T,) — each draw
+    resamples the same users, with all their rows, for both scorers (:func:`bootstrap_weights`)."""
+    units = compact_ids(users)
+    weights = bootstrap_weights(units, draws=draws, seed=seed)
+    d = bootstrap_auc(p_a, y, units, weights) - bootstrap_auc(p_b, y, units, weights)
+    lo, hi = interval(d)
+    return {"diff": auc(p_a, y) - auc(p_b, y), "lo": lo, "hi": hi}

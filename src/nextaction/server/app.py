@@ -117,6 +117,18 @@ class PredictIn(_Strict):
         return [str(x) for x in v]
 
 
+class PropensityIn(_Strict):
+    user_id: Id | None = None
+    history: list[HistoryEvent | Id] | None = None
+    behavior: StrictStr | None = Field(None, description="default: the log's conversion behaviour (buy, …)")
+    horizon: StrictStr | StrictInt | None = Field(
+        None, description="7d, 24h, … (one the model was fitted for); default: the model's"
+    )
+    at: StrictInt | None = Field(
+        None, ge=0, description="window start, epoch ms; default: just after the latest event"
+    )
+
+
 class ReloadIn(_Strict):
     model_dir: StrictStr | None = None
 
@@ -385,6 +397,25 @@ def create_app(config: ServeConfig) -> FastAPI:
             "history_length": len(history),
             "predictions": preds,
             "unknown_items": [i for i, v in preds.items() if v is None],
+        }
+
+    @app.post("/propensity", summary="P(the user does a behaviour at all within a horizon)")
+    def propensity(body: PropensityIn) -> dict[str, Any]:
+        if body.user_id is not None and body.history is not None:
+            raise HTTPException(422, "give either user_id or history, not both")
+        p = holder.current()
+        history = (
+            stored_history(str(body.user_id))
+            if body.user_id is not None
+            else given_history(body.history or [])
+        )
+        behavior, stage = p.propensity_target(body.behavior, body.horizon)
+        probability = p.propensity(history, behavior=behavior, horizon=stage.horizon, at=body.at)
+        return {
+            "probability": round(probability, 6),
+            "behavior": behavior,
+            "horizon": stage.horizon,
+            "history_length": len(history),
         }
 
     # ---- items, explanations ---------------------------------------------------------------------------

@@ -93,24 +93,50 @@ def step_loss(
     states = model.output_states(h[keep])  # (P, D): only real positions reach the output layer
     y = targets[keep]
     emb = model.output_embeddings()
+    # Repeat-aware models mix the history's copy scores into the softmax: the losses hand over their parts
+    # (the catalogue's log-sum-exp and the target's logit per position) instead of the cross-entropy.
+    repeat = model.repeat is not None
+    if repeat and (cfg.loss not in ("full", "sampled") or cfg.label_smoothing):
+        raise ValueError("model.repeat_score trains with train.loss full or sampled, without label smoothing")
+    parts: tuple[torch.Tensor, torch.Tensor] | None = None
     if cfg.loss == "full" and cfg.ce_chunk:
-        loss = losses.chunked_full_softmax(
-            states, emb, y, chunk=cfg.ce_chunk, matmul_dtype=matmul_dtype, smoothing=cfg.label_smoothing
-        )
+        if repeat:
+            parts = losses.chunked_log_partition(
+                states, emb, y, chunk=cfg.ce_chunk, matmul_dtype=matmul_dtype
+            )
+        else:
+            loss = losses.chunked_full_softmax(
+                states, emb, y, chunk=cfg.ce_chunk, matmul_dtype=matmul_dtype, smoothing=cfg.label_smoothing
+            )
     elif cfg.loss == "full":
-        loss = losses.full_softmax(states, emb, y)
+        if repeat:
+            logits = (states @ emb.T).float()
+            logits[:, 0] = float("-inf")
+            parts = torch.logsumexp(logits, dim=1), logits.gather(1, y[:, None])[:, 0]
+        else:
+            loss = losses.full_softmax(states, emb, y)
     elif cfg.loss == "sampled":
         neg = torch.randint(1, emb.shape[0], (cfg.n_negatives,), generator=gen).to(device)
         if model.item_emb.sparse and emb is model.item_emb.weight:
             # look the rows up as an embedding, so the table's gradient is sparse (O(batch) per step)
             rows = F.embedding(torch.cat([y, neg]), emb, sparse=True)
-            loss = losses.sampled_softmax_rows(states, rows[: len(y)], rows[len(y) :], y, neg, log_q)
+            target_rows, negative_rows = rows[: len(y)], rows[len(y) :]
         else:
-            loss = losses.sampled_softmax(states, emb, y, neg, log_q)
+            target_rows, negative_rows = emb[y], emb[neg]
+        if repeat:
+            parts = losses.sampled_log_partition(states, target_rows, negative_rows, y, neg, log_q)
+        else:
+            loss = losses.sampled_softmax_rows(states, target_rows, negative_rows, y, neg, log_q)
     else:
         neg = torch.randint(1, emb.shape[0], (len(y), cfg.n_negatives), generator=gen).to(device)
         beta = 1.0 if cfg.loss == "bce" else losses.gbce_beta(cfg.n_negatives, emb.shape[0] - 1, cfg.gbce_t)
         loss = losses.gbce(states, emb, y, neg, beta=beta)
+    if parts is not None:
+        B, L = inputs.items.shape
+        upto = torch.arange(L, device=device).expand(B, L)  # position t sees slots 0 … t
+        copy = model.copy_scores(h, inputs.items, inputs.behaviors, upto)  # (B, L, L)
+        copy_items = inputs.items[:, None, :].expand(B, L, L)
+        loss = losses.mixture_cross_entropy(parts[0], parts[1], copy[keep], copy_items[keep], y)
     if behavior_negatives is not None and item_stats is not None:
         tc = training_candidates(
             cpu_batch.items,
