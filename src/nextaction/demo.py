@@ -44,10 +44,10 @@ def lead_note(result: dict, report: dict) -> str:
     )
     if best == "repeat-recent":
         return (
-            f"{best} leads on NDCG@10 ({rivals[best]:.4f} vs nextaction {ours:.4f}): {why}it scores exactly "
-            "that, the user's own recent items; the transformer scores every item through one dot product "
-            "with the user's state and has no direct way yet to say 'she will do it again' (repeat-aware "
-            "scoring is planned). Per-user behaviour ranking below is where the transformer's signal shows."
+            f"{best} leads on NDCG@10 ({rivals[best]:.4f} vs nextaction {ours:.4f}): {why}it ranks exactly "
+            "those first, the user's own recent items; the transformer mixes a learned copy score over the "
+            "history (repeat-aware scoring) with every other item, so it spends part of its top 10 on new "
+            "items that the rule never ranks. BENCHMARKS.md has the real logs, where the mixture is measured."
         )
     return (
         f"{best} leads on NDCG@10 ({rivals[best]:.4f} vs nextaction {ours:.4f}) on this log; {why}"

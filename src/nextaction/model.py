@@ -227,6 +227,7 @@ class BehaviorHead(nn.Module):
 
 
 REPEAT_AGE_BUCKETS = 8  # events since a history event: 0, 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64+
+REPEAT_TABLE_SCALE = 10.0  # RepeatScore's table learns this many times faster than its stored parameter
 
 
 class RepeatScore(nn.Module):
@@ -245,10 +246,15 @@ class RepeatScore(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         D = cfg.dim
-        # log(n_items) puts one history event's mass at the whole catalogue's at start (h·e ≈ 0 there);
-        # the table starts a few nats below, so repeats begin plausible but not dominant.
+        # log(n_items) puts one history event's mass at the whole catalogue's at start (h·e ≈ 0 there); the
+        # table starts a few nats below, decaying with age like repeat-recent's 0.9 per event, so repeats
+        # begin plausible, recent ones first. The table is stored divided by REPEAT_TABLE_SCALE: Adam moves
+        # a parameter by ~lr a step whatever its gradient, and a copy score must travel several nats in a
+        # few hundred steps to keep up with the catalogue's logits.
         self.log_n = math.log(cfg.n_items + 1)
-        self.table = nn.Parameter(torch.full((cfg.n_behaviors, REPEAT_AGE_BUCKETS), -3.0))
+        mid_age = torch.tensor([0.0, 1.0, 2.5, 5.5, 11.5, 23.5, 47.5, 95.5])[:REPEAT_AGE_BUCKETS]
+        prior = -3.0 + mid_age * math.log(0.9)
+        self.table = nn.Parameter(prior.expand(cfg.n_behaviors, -1).clone() / REPEAT_TABLE_SCALE)
         self.gate = nn.Linear(D, 1)
         self.q = nn.Linear(D, D, bias=False)
 
@@ -265,7 +271,8 @@ class RepeatScore(nn.Module):
         visible = (age >= 0) & (hist_behaviors != PAD)[:, None, :]
         bucket = torch.where(age > 0, torch.log2(age.clamp(min=1).float()).floor().long() + 1, 0)
         bucket = bucket.clamp(max=REPEAT_AGE_BUCKETS - 1)
-        r = self.table[hist_behaviors[:, None, :].expand_as(bucket), bucket]  # (B, T, L)
+        table = self.table * REPEAT_TABLE_SCALE
+        r = table[hist_behaviors[:, None, :].expand_as(bucket), bucket]  # (B, T, L)
         r = r + self.gate(states) + self.log_n
         r = r + torch.einsum("btd,bld->btl", self.q(states), events) / math.sqrt(D)
         return r.masked_fill(~visible, REPEAT_MASK)

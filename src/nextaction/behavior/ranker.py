@@ -161,11 +161,14 @@ def candidate_signals(
     cand: np.ndarray,
     t_query: np.ndarray,
     stats: ItemStats,
+    *,
+    features: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Head logits (C, M, NB) and ranker features (C, M, F) of candidates ``cand`` (C, M) item_idx.
 
     t_query: (C,) the moment of each prediction in ms (+inf = after every known event): item counts are
-    taken before it.
+    taken before it. ``features=False``: the head's logits alone (features come back empty), for scoring
+    without a ranker — the per-epoch validation, where the hand-made pair features would be most of the cost.
     """
     C, M = cand.shape
     nb = model.cfg.n_behaviors - 1
@@ -176,6 +179,8 @@ def candidate_signals(
     b = states.batch
     head = model.behavior_logits(states.h, b.items, b.behaviors, cand_t, states.upto, feats)[:, 0]
     head_np = head.float().cpu().numpy()
+    if not features:
+        return head_np, np.zeros((C, M, 0), dtype=np.float32)
     idx = torch.from_numpy(cand).to(dev)
     logit = states.scores.gather(1, idx)
     nxt = torch.stack([logit, logit - states.log_norm], dim=-1)
@@ -243,20 +248,25 @@ class ModelBehaviorScorer:
         return self.stats
 
     @torch.no_grad()
-    def signals(self, seqs: Sequences, cands: CandidateSet) -> tuple[np.ndarray, np.ndarray]:
-        """Head logits (T, NB) and ranker features (T, F) of every candidate, users in chunks.
+    def signals(
+        self, seqs: Sequences, cands: CandidateSet, *, features: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Head logits (T, NB) and ranker features (T, F) of every candidate, users in chunks
+        (``features=False``: the head's logits alone, features empty).
 
         The last result is kept: fitting on the valid window and then scoring it (calibration) is one pass.
         """
-        if self._last is not None and self._last[0] is seqs and self._last[1] is cands:
-            return self._last[2], self._last[3]
+        last = self._last
+        # a cached head-only pass cannot serve a request for features
+        if last is not None and last[0] is seqs and last[1] is cands and features <= (last[3].shape[1] > 0):
+            return last[2], last[3]
         model = self.model
         model.eval()
         stats = self._stats(seqs)
         times = np.asarray(seqs.timestamps)
         nb = model.cfg.n_behaviors - 1
         head = np.zeros((len(cands.items), nb), dtype=np.float32)
-        x = np.zeros((len(cands.items), n_ranker_features(nb)), dtype=np.float32)
+        x = np.zeros((len(cands.items), n_ranker_features(nb) if features else 0), dtype=np.float32)
         # a chunk's next-item scores are (rows, n_items + 1) floats: at most ~32 M of them (128 MB)
         rows_per_chunk = max(1, min(self.chunk, SCORE_BUDGET // (model.cfg.n_items + 1)))
         for rows in chunks(len(cands), rows_per_chunk):
@@ -269,7 +279,15 @@ class ModelBehaviorScorer:
             for a in range(0, items.shape[1], self.col_chunk):
                 sl = slice(a, a + self.col_chunk)
                 h_rows[:, sl], x_rows[:, sl] = candidate_signals(
-                    model, seqs, hs, he, states, np.ascontiguousarray(items[:, sl]), t_query, stats
+                    model,
+                    seqs,
+                    hs,
+                    he,
+                    states,
+                    np.ascontiguousarray(items[:, sl]),
+                    t_query,
+                    stats,
+                    features=features,
                 )
             span = slice(cands.offsets[rows[0]], cands.offsets[rows[-1] + 1])
             head[span], x[span] = h_rows[valid], x_rows[valid]
@@ -277,7 +295,7 @@ class ModelBehaviorScorer:
         return head, x
 
     def behavior_scores(self, seqs: Sequences, cands: CandidateSet) -> np.ndarray:
-        head, x = self.signals(seqs, cands)
+        head, x = self.signals(seqs, cands, features=self.ranker is not None)
         return head if self.ranker is None else self.ranker(x)
 
     def rank_scores(

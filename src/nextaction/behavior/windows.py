@@ -53,10 +53,14 @@ class Window:
     end: int
 
     def label(self, clock: str) -> str:
+        """``[start, end)`` as ISO times (milliseconds shown where a bound is not a whole second: the last
+        window ends 1 ms after the last event), or as positions for order-only logs."""
         if clock == "positions":
             return f"[{self.start}, {self.end})"
         iso = [
-            datetime.fromtimestamp(t / 1000, tz=UTC).isoformat(timespec="seconds")
+            datetime.fromtimestamp(t / 1000, tz=UTC).isoformat(
+                timespec="milliseconds" if t % 1000 else "seconds"
+            )
             for t in (self.start, self.end)
         ]
         return f"[{iso[0]}, {iso[1]})"
