@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from datetime import date
@@ -100,7 +101,9 @@ def bench_dataset(name: str, spec: dict, *, sets: list[str]) -> dict:
         extra["buy_only"] = buy_only(name, spec, sets=sets)
     if spec.get("epoch_cost"):
         extra["epoch_cost"] = epoch_cost(model_dir / "data")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     return {
+        "commit": commit.stdout.strip(),
         **extra,
         "command": " ".join(cmd).replace(str(ROOT.parent), ".."),
         "train_wall_s": train_wall,
@@ -264,6 +267,21 @@ def windows_lines(beh: dict, conv: str) -> list[str]:
             x = d[section][metric]
             cells.append(f"{x['diff']:+.4f} [{x['ci'][0]:+.4f}, {x['ci'][1]:+.4f}]")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    ours = pooled["nextaction"]
+    others = [n for n in pooled if n != "nextaction"]
+    best_auc = max(others, key=lambda n: pooled[n][conv]["AUC"])
+    best_ndcg = max(others, key=lambda n: pooled[n][nxt]["NDCG@10"])
+    d_auc = diffs[best_auc][conv]["AUC"]
+    gauc_ok = all(diffs[n][conv]["GAUC"]["ci"][0] > 0 for n in others)
+    ratio = ours[nxt]["NDCG@10"] / max(pooled[best_ndcg][nxt]["NDCG@10"], 1e-12)
+    lines += [
+        "",
+        f"- Pooled targets: {conv} AUC ≥ best baseline ({best_auc}) + 0.01 with the paired interval above 0: "
+        f"{d_auc['diff']:+.4f} [{d_auc['ci'][0]:+.4f}, {d_auc['ci'][1]:+.4f}]: "
+        f"{_met(d_auc['diff'] >= 0.01 and d_auc['ci'][0] > 0)}; {conv} GAUC ahead of every baseline with the "
+        f"interval above 0: {_met(gauc_ok)}; next-{conv} NDCG@10 ≥ 1.05 × best ({best_ndcg}): ×{ratio:.3f}: "
+        f"{_met(ratio >= 1.05)}.",
+    ]
     names = list(pooled)
     lines += [
         "",
@@ -388,7 +406,8 @@ def markdown(results: dict[str, dict]) -> str:
         lines += [
             f"### {spec['label']}",
             "",
-            f"Command: `{r['command']}`, then `nextaction evaluate MODEL --baselines --json"
+            f"Code: commit {r.get('commit', '?')}. Command: `{r['command']}`, then `nextaction evaluate MODEL "
+            "--baselines --json"
             + (f" --windows {spec['windows']}" if spec.get("windows") else "")
             + (" --targets test_buy.csv" if spec.get("targets") else "")
             + "`",
@@ -441,9 +460,14 @@ def markdown(results: dict[str, dict]) -> str:
             f"({', '.join(f'{b} {e:.4f}' for b, e in eces.items())}: {_met(max(eces.values()) <= 0.02)}).",
             f"- Test window: {p['users']:,} users, {p['candidates_total']:,} candidates; next-{conv}: "
             f"{beh[target]['users']:,} users, {beh[target].get('items_per_order', 1.0):.2f} items per order.",
-            f"- Training: {r['train_loop_s']:.0f} s loop ({r['train_wall_s']:.0f} s wall with preparation, "
-            f"calibration and propensity), {r['epochs']} epochs, best epoch {r['best_epoch']}; peak RSS "
-            f"{r['peak_rss_mib']:,} MiB. `evaluate`: {r['eval_wall_s']:.0f} s wall.",
+            f"- Training: {r['train_loop_s']:.0f} s loop ({r['train_loop_s'] / 60:.1f} min; "
+            + (
+                f"{r['train_wall_s']:.0f} s wall with preparation, calibration and propensity; peak RSS "
+                f"{r['peak_rss_mib']:,} MiB"
+                if r.get("peak_rss_mib")
+                else "wall time and peak RSS not recorded: the run's bench process was stopped after training"
+            )
+            + f"), {r['epochs']} epochs, best epoch {r['best_epoch']}. `evaluate`: {r['eval_wall_s']:.0f} s wall.",
             f"- `Predictor.predict` with 100 candidates: median {lat['median_ms']:.2f} ms, p95 "
             f"{lat['p95_ms']:.2f} ms over {lat['calls']} calls (histories of {lat['mean_history']:.0f} events "
             f"on average; target ≤ 10 ms: {_met(lat['median_ms'] <= 10)}).",

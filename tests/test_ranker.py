@@ -142,3 +142,16 @@ def test_ranker_is_fitted_on_the_valid_window_and_ranks_the_test_window(trained)
         assert auc(ranked[:, k], setup.test.labels[:, k]) > 0.8
     # fitting is deterministic: the same window gives the same ranker
     assert ModelBehaviorScorer(model).fit(data, train=setup.valid).ranker == scorer.ranker
+
+
+def test_head_only_pass_gives_the_same_head_logits(trained):
+    """Without a ranker (the per-epoch validation) only the head's logits are computed: the same numbers as
+    the full pass, no features; a later request for features is not served from the head-only cache."""
+    data, model = trained
+    setup = eval_setup(data)
+    scorer = ModelBehaviorScorer(model)
+    head_only = scorer.behavior_scores(data.seqs, setup.valid)
+    assert scorer._last is not None and scorer._last[3].shape[1] == 0
+    head, x = scorer.signals(data.seqs, setup.valid)
+    np.testing.assert_allclose(head_only, head, rtol=1e-5, atol=1e-6)
+    assert x.shape == (len(setup.valid.items), n_ranker_features(len(data.behaviors) - 1))
