@@ -25,6 +25,44 @@ from nextaction.model import ModelConfig
 from nextaction.training.state import TrainConfig
 
 
+def events_dataset(
+    rows: list[tuple[int, int, int, int, int]],
+    *,
+    n_users: int,
+    n_items: int,
+    behaviors: list[str],
+    split_kind: str,
+) -> PreparedDataset:
+    """A prepared dataset from (user_idx, item_idx, behaviour_idx, timestamp ms, split) rows; users are
+    ``u1…``, items ``i1…``; events are sorted by user then time (row order breaks ties)."""
+    events = (
+        pl.DataFrame(
+            rows,
+            schema=[
+                (USER_IDX, pl.Int64),
+                (ITEM_IDX, pl.Int64),
+                (BEHAVIOR_IDX, pl.Int64),
+                (TIMESTAMP, pl.Int64),
+                (SPLIT, pl.Int8),
+            ],
+            orient="row",
+        )
+        .with_columns(pl.lit(None, dtype=pl.Float64).alias(VALUE))
+        .sort(USER_IDX, TIMESTAMP, maintain_order=True)
+    )
+    return PreparedDataset(
+        events=events,
+        users=pl.DataFrame(
+            {USER_IDX: range(1, n_users + 1), USER_ID: [f"u{u}" for u in range(1, n_users + 1)]}
+        ),
+        items=pl.DataFrame(
+            {ITEM_IDX: range(1, n_items + 1), ITEM_ID: [f"i{i}" for i in range(1, n_items + 1)]}
+        ),
+        behaviors=behaviors,
+        report={"split": {"kind": split_kind}},
+    )
+
+
 def cyclic_dataset(
     *, n_users: int = 60, n_items: int = 12, length: int = 10, seed: int = 0
 ) -> PreparedDataset:

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from factories import events_dataset
 from nextaction.behavior.leave_one_out import (
     DUPLICATE_USER,
     MALFORMED,
@@ -35,16 +36,10 @@ from nextaction.behavior.leave_one_out import (
 from nextaction.cli import main
 from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import (
-    BEHAVIOR_IDX,
     ITEM_ID,
-    ITEM_IDX,
-    SPLIT,
     TEST,
-    TIMESTAMP,
     TRAIN,
     USER_ID,
-    USER_IDX,
-    VALUE,
 )
 from nextaction.errors import InputError
 from nextaction.evaluation.metrics import MISS_RANK
@@ -69,25 +64,12 @@ TARGETS_CSV = "user_id,item_id\nu1,i2\nu2,i5\nu3,i1\nu4,i100\n"
 
 def shop() -> PreparedDataset:
     rows = [(u, i, b, 1_000 * (k + 1), s) for k, (u, i, b, s) in enumerate(EVENTS)]
-    events = pl.DataFrame(
+    return events_dataset(
         rows,
-        schema=[
-            (USER_IDX, pl.Int64),
-            (ITEM_IDX, pl.Int64),
-            (BEHAVIOR_IDX, pl.Int64),
-            (TIMESTAMP, pl.Int64),
-            (SPLIT, pl.Int8),
-        ],
-        orient="row",
-    ).with_columns(pl.lit(None, dtype=pl.Float64).alias(VALUE))
-    return PreparedDataset(
-        events=events,
-        users=pl.DataFrame({USER_IDX: range(1, 6), USER_ID: [f"u{u}" for u in range(1, 6)]}),
-        items=pl.DataFrame(
-            {ITEM_IDX: range(1, N_ITEMS + 1), ITEM_ID: [f"i{i}" for i in range(1, N_ITEMS + 1)]}
-        ),
+        n_users=5,
+        n_items=N_ITEMS,
         behaviors=["<pad>", "view", "cart", "buy"],
-        report={"split": {"kind": "leave_one_out"}},
+        split_kind="leave_one_out",
     )
 
 

@@ -6,29 +6,21 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factories import funnel_dataset
+from factories import events_dataset, funnel_dataset
 from nextaction.behavior.baselines import BehaviorPopularity, RepeatBehavior
 from nextaction.behavior.candidates import counts_before_window, window_candidates, window_popularity
 from nextaction.behavior.evaluation import eval_setup
 from nextaction.behavior.windows import evaluate_windows, rolling_windows, window_view
 from nextaction.data.dataset import PreparedDataset
 from nextaction.data.schema import (
-    BEHAVIOR_IDX,
-    ITEM_ID,
-    ITEM_IDX,
-    SPLIT,
     TEST,
     TIMESTAMP,
     TRAIN,
-    USER_ID,
-    USER_IDX,
     VALID,
-    VALUE,
 )
 from nextaction.errors import InputError
 
@@ -37,40 +29,15 @@ N_ITEMS = 8
 
 def random_log(events: list[tuple[int, int, int, int]], test_cut: int, valid_cut: int) -> PreparedDataset:
     """A temporal-split dataset from (user 1…, item 1…, behaviour 1…3, time) tuples."""
-    df = (
-        pl.DataFrame(
-            events,
-            schema=[
-                (USER_IDX, pl.Int64),
-                (ITEM_IDX, pl.Int64),
-                (BEHAVIOR_IDX, pl.Int64),
-                (TIMESTAMP, pl.Int64),
-            ],
-            orient="row",
-        )
-        .with_columns(
-            pl.when(pl.col(TIMESTAMP) >= test_cut)
-            .then(TEST)
-            .when(pl.col(TIMESTAMP) >= valid_cut)
-            .then(VALID)
-            .otherwise(TRAIN)
-            .cast(pl.Int8)
-            .alias(SPLIT),
-            pl.lit(None, dtype=pl.Float64).alias(VALUE),
-        )
-        .sort(USER_IDX, TIMESTAMP, maintain_order=True)
-    )
-    n_users = int(df[USER_IDX].max())
-    return PreparedDataset(
-        events=df,
-        users=pl.DataFrame(
-            {USER_IDX: range(1, n_users + 1), USER_ID: [f"u{u}" for u in range(1, n_users + 1)]}
-        ),
-        items=pl.DataFrame(
-            {ITEM_IDX: range(1, N_ITEMS + 1), ITEM_ID: [f"i{i}" for i in range(1, N_ITEMS + 1)]}
-        ),
+    rows = [
+        (u, i, b, t, TEST if t >= test_cut else VALID if t >= valid_cut else TRAIN) for u, i, b, t in events
+    ]
+    return events_dataset(
+        rows,
+        n_users=max(u for u, *_ in events),
+        n_items=N_ITEMS,
         behaviors=["<pad>", "view", "cart", "buy"],
-        report={"split": {"kind": "temporal"}},
+        split_kind="temporal",
     )
 
 

@@ -31,6 +31,7 @@ from nextaction.behavior.candidates import (
     BehaviorScorer,
     CandidateSet,
     ItemStats,
+    behavior_counts,
     counts_before_window,
     expand_spans,
     lookup,
@@ -286,15 +287,7 @@ def _behavior_counts(data: PreparedDataset, train: CandidateSet) -> np.ndarray:
     nb = len(data.behaviors) - 1
     if train.n_behaviors != nb:
         raise InputError(f"candidates have {train.n_behaviors} behaviour labels, the dataset has {nb}")
-    seqs = data.seqs
-    in_train = np.asarray(seqs.split) == TRAIN
-    items = np.asarray(seqs.items)[in_train].astype(np.int64)
-    beh = np.asarray(seqs.behaviors)[in_train].astype(np.int64)
-    ok = (beh >= 1) & (beh <= nb)
-    flat = np.bincount(items[ok] * nb + beh[ok] - 1, minlength=(data.n_items + 1) * nb)
-    counts = flat.reshape(-1, nb).astype(np.float64)
-    counts[PAD_IDX] = 0.0
-    return counts
+    return behavior_counts(data.seqs, data.n_items, nb, np.asarray(data.seqs.split) == TRAIN)
 
 
 def _popularity_rows(counts: np.ndarray) -> np.ndarray:

@@ -91,9 +91,8 @@ class BehaviorScorer(Protocol):
         ...
 
 
-def counts_before_window(seqs: Sequences, n_items: int, n_behaviors: int) -> np.ndarray:
-    """(n_items + 1, NB) float64 per item and behaviour: the events of ``seqs`` outside its TEST split."""
-    keep = np.asarray(seqs.split) != TEST
+def behavior_counts(seqs: Sequences, n_items: int, n_behaviors: int, keep: np.ndarray) -> np.ndarray:
+    """(n_items + 1, NB) float64 per item and behaviour: the events of ``seqs`` where ``keep`` (E,) is True."""
     items = np.asarray(seqs.items)[keep].astype(np.int64)
     beh = np.asarray(seqs.behaviors)[keep].astype(np.int64)
     ok = (beh >= 1) & (beh <= n_behaviors)
@@ -101,6 +100,11 @@ def counts_before_window(seqs: Sequences, n_items: int, n_behaviors: int) -> np.
     counts = flat.reshape(-1, n_behaviors).astype(np.float64)
     counts[PAD_IDX] = 0.0
     return counts
+
+
+def counts_before_window(seqs: Sequences, n_items: int, n_behaviors: int) -> np.ndarray:
+    """(n_items + 1, NB) float64 per item and behaviour: the events of ``seqs`` outside its TEST split."""
+    return behavior_counts(seqs, n_items, n_behaviors, np.asarray(seqs.split) != TEST)
 
 
 def train_popularity(data: PreparedDataset) -> np.ndarray:
