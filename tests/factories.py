@@ -234,3 +234,106 @@ def small_cfgs(data: PreparedDataset, **train: object) -> tuple[ModelConfig, Tra
         }
     )
     return mc, tc
+
+
+# ---- a question-and-answer forum (routing) -----------------------------------------------------------------
+
+FORUM_BEHAVIORS = ["<pad>", "ask", "answer", "comment"]
+HOUR_MS = 3_600_000
+
+
+def forum_dataset(
+    *, n_topics: int = 3, threads_per_topic: int = 40, casual_per_topic: int = 12, seed: int = 0
+) -> PreparedDataset:
+    """A StackExchange-like forum: threads (items) are asked, answered and commented (behaviours 1 ask,
+    2 answer, 3 comment), each thread on one of ``n_topics`` topics.
+
+    Users ``u1 … u{n_topics}`` are the topic stars: star t answers about 90% of topic t's threads and
+    nothing else. Users ``u{n_topics+1} … u{3 n_topics}`` are two more experts per topic (answering about
+    25% each); the rest are casual users of one topic who ask (a random one of them per thread) and
+    comment. Thread k is asked at hour k (topics interleaved), its answers and comments follow within
+    hours. Temporal split: the last 20% of the time span is TEST, the 15% before it VALID.
+    """
+    rng = np.random.default_rng(seed)
+    n_threads = n_topics * threads_per_topic
+    experts = {t: [n_topics + 2 * t + 1, n_topics + 2 * t + 2] for t in range(n_topics)}
+    first_casual = 3 * n_topics + 1
+    casual = {
+        t: list(range(first_casual + t * casual_per_topic, first_casual + (t + 1) * casual_per_topic))
+        for t in range(n_topics)
+    }
+    rows: list[tuple[int, int, int, int]] = []
+    for k in range(n_threads):
+        topic, item, t0 = k % n_topics, k + 1, k * HOUR_MS
+        rows.append((int(rng.choice(casual[topic])), item, 1, t0))
+        answerers = [topic + 1] if rng.random() < 0.9 else []
+        answerers += [e for e in experts[topic] if rng.random() < 0.25]
+        for n, user in enumerate(answerers):
+            rows.append((user, item, 2, t0 + (n + 1) * 600_000 + int(rng.integers(60_000))))
+        for user in rng.choice(casual[topic], size=2, replace=False):
+            rows.append((int(user), item, 3, t0 + int(rng.integers(60_000, 3 * HOUR_MS))))
+    t_max = max(r[3] for r in rows)
+    test_cut, valid_cut = int(t_max * 0.8), int(t_max * 0.65)
+    with_split = [
+        (u, i, b, t, TEST if t >= test_cut else VALID if t >= valid_cut else TRAIN) for u, i, b, t in rows
+    ]
+    return events_dataset(
+        with_split,
+        n_users=first_casual - 1 + n_topics * casual_per_topic,
+        n_items=n_threads,
+        behaviors=FORUM_BEHAVIORS,
+        split_kind="temporal",
+    )
+
+
+def with_events(data: PreparedDataset, rows: list[tuple[int, int, int, int, int]]) -> PreparedDataset:
+    """``data`` plus (user_idx, item_idx, behaviour_idx, timestamp ms, split) rows; a user index beyond the
+    dataset's adds users ``u{n}`` up to it. Items and behaviours must exist already."""
+    old = data.events.select(USER_IDX, ITEM_IDX, BEHAVIOR_IDX, TIMESTAMP, SPLIT).rows()
+    return events_dataset(
+        [*old, *rows],
+        n_users=max([data.n_users, *(r[0] for r in rows)]),
+        n_items=data.n_items,
+        behaviors=data.behaviors,
+        split_kind=str(data.report.get("split", {}).get("kind")),
+    )
+
+
+# ---- exercise attempts (knowledge tracing) -----------------------------------------------------------------
+
+
+def attempts_log(
+    root: Path,
+    *,
+    n_students: int = 100,
+    n_problems: int = 30,
+    n_skills: int = 5,
+    length: int = 30,
+    seed: int = 0,
+) -> tuple[Path, Path, Path]:
+    """An order-only log of exercise attempts, its item table and a 5-fold split of the students.
+
+    Each student has an ability, each problem a difficulty and one of ``n_skills`` skills, and practice on a
+    skill helps (Rasch model with learning): P(correct) = sigmoid(ability − difficulty + 0.15 · attempts on
+    the skill so far). Writes ``attempts.csv`` (student, problem, pos, outcome = correct/incorrect),
+    ``problems.csv`` (item, skill) and ``folds.csv`` (user, fold); returns their paths.
+    """
+    rng = np.random.default_rng(seed)
+    ability = rng.normal(0.0, 1.2, n_students)
+    difficulty = rng.normal(0.0, 1.0, n_problems)
+    skill = rng.integers(n_skills, size=n_problems)
+    rows = ["student,problem,pos,outcome"]
+    for s in range(n_students):
+        practice = np.zeros(n_skills)
+        for pos in range(length):
+            p = int(rng.integers(n_problems))
+            chance = 1.0 / (1.0 + np.exp(-(ability[s] - difficulty[p] + 0.15 * practice[skill[p]])))
+            rows.append(f"s{s},p{p},{pos},{'correct' if rng.random() < chance else 'incorrect'}")
+            practice[skill[p]] += 1
+    log = root / "attempts.csv"
+    log.write_text("\n".join(rows) + "\n")
+    items = root / "problems.csv"
+    items.write_text("item,skill\n" + "".join(f"p{p},k{skill[p]}\n" for p in range(n_problems)))
+    folds = root / "folds.csv"
+    folds.write_text("user,fold\n" + "".join(f"s{s},{s % 5 + 1}\n" for s in range(n_students)))
+    return log, items, folds

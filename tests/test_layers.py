@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("behavior", ("behavior",)),
     ("training", ("training",)),
     ("text", ("text",)),
-    ("explain", ("explain", "retrieval")),
+    ("explain", ("explain", "retrieval", "routing")),
     ("predictor", ("predictor", "workflow")),
     ("service", ("server", "demo", "cli", "__main__")),
 ]

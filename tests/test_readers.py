@@ -231,6 +231,26 @@ def test_sequences_take_no_mapping(tmp_path: Path) -> None:
         read_events(path, format="sequences", mapping={"user": "x"})
 
 
+def test_an_order_column_stands_in_for_the_clock(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "kt.csv", "student,problem,seq_pos,correct\n7,p1,0,1\n7,p2,1,0\n8,p1,0,x\n8,p3,one,1\n"
+    )
+    result = check(
+        read_events(
+            path, mapping={"user": "student", "item": "problem", "order": "seq_pos", "behavior": "correct"}
+        )
+    )
+    assert result.clock == "positions"
+    assert rows(result) == [
+        (2, "7", "p1", 0, "1", None),
+        (2 + 1, "7", "p2", 1000, "0", None),
+        (4, "8", "p1", 0, "x", None),
+    ]
+    assert result.rejects[LINE].to_list() == [5]  # "one" is not a position: counted and written out
+    with pytest.raises(InputError, match="both a time and an order"):
+        read_events(path, mapping={"time": "seq_pos", "order": "seq_pos"})
+
+
 # ---------------------------------------------------------------------------------------- MovieLens
 
 

@@ -244,3 +244,57 @@ def test_repeated_targets_counts_targets_that_repeat_a_history_item():
     seqs = Sequences(np.array([0, 5, 10]), items, np.ones(10, np.int8), np.arange(10) * 1000, split)
     assert repeated_targets(seqs, TEST) == {"targets": 2, "repeats": 1, "share": 0.5}
     assert repeated_targets(seqs, VALID) == {"targets": 2, "repeats": 1, "share": 0.5}
+
+
+# ---- order-only logs and folds by user ----------------------------------------------------------------------
+
+
+def test_a_log_without_a_clock_splits_by_position_and_refuses_a_temporal_split() -> None:
+    df = frame([(1, 1000, VIEW), (1, 2000, BUY), (1, 3000, VIEW), (2, 1000, VIEW), (2, 2000, BUY)])
+    codes, info = split_events(df, SplitConfig(), BEHAVIORS, clock="positions")
+    assert info["kind"] == "leave_one_out" and "no clock" in info["chosen"]
+    assert codes.to_list() == [TRAIN, VALID, TEST, TRAIN, TEST]
+    with pytest.raises(InputError, match="no clock"):
+        split_events(df, SplitConfig(kind="temporal"), BEHAVIORS, clock="positions")
+
+
+def test_user_folds_from_a_file_test_one_fold_and_validate_on_the_next(tmp_path) -> None:
+    from nextaction.data.prepare import read_user_folds
+
+    df = frame([(u, t * 1000, VIEW) for u in range(1, 7) for t in range(3)])
+    ids = pl.Series(["a", "b", "c", "d", "e", "f"])
+    path = tmp_path / "folds.csv"
+    path.write_text("user,fold\na,1\nb,2\nc,3\nd,1\ne,2\nf,3\n")
+    config = SplitConfig(kind="users", folds=3, fold=3, user_folds=str(path))
+    codes, info = split_events(df, config, BEHAVIORS, user_ids=ids, read_folds=read_user_folds)
+    by_user = codes_by_user(df, codes)
+    assert by_user[3] == by_user[6] == [TEST] * 3  # fold 3
+    assert by_user[1] == by_user[4] == [VALID] * 3  # fold 3 % 3 + 1 = 1
+    assert by_user[2] == by_user[5] == [TRAIN] * 3
+    assert info["valid_fold"] == 1 and info["fold_source"].startswith("file")
+    path.write_text("user,fold\na,1\nb,2\n")
+    with pytest.raises(InputError, match="no fold for 4 users"):
+        split_events(df, config, BEHAVIORS, user_ids=ids, read_folds=read_user_folds)
+    path.write_text("user,fold\na,1\nb,2\nc,3\nd,1\ne,2\nf,x\n")
+    with pytest.raises(InputError, match="not a whole number"):
+        read_user_folds(path)
+
+
+def test_shuffled_user_folds_partition_the_users_and_depend_only_on_the_seed() -> None:
+    df = frame([(u, 1000, VIEW) for u in range(1, 41)])
+    ids = pl.Series([f"u{u}" for u in range(1, 41)])
+    seen: dict[int, int] = {}
+    for fold in range(1, 6):
+        codes, _ = split_events(
+            df, SplitConfig(kind="users", fold=fold, fold_seed=7), BEHAVIORS, user_ids=ids
+        )
+        for user, c in codes_by_user(df, codes).items():
+            if c == [TEST]:
+                assert user not in seen
+                seen[user] = fold
+    assert len(seen) == 40 and sorted(np.bincount(list(seen.values()))[1:]) == [8] * 5
+    again, _ = split_events(df, SplitConfig(kind="users", fold=1, fold_seed=7), BEHAVIORS, user_ids=ids)
+    first, _ = split_events(df, SplitConfig(kind="users", fold=1, fold_seed=7), BEHAVIORS, user_ids=ids)
+    assert again.to_list() == first.to_list()
+    with pytest.raises(InputError, match="beyond folds"):
+        SplitConfig(kind="users", folds=3, fold=4)

@@ -258,7 +258,35 @@ def train(
         _metrics_table(result, title=f"test metrics ({out_dir})")
 
 
+def _outcome_table(o: dict[str, Any]) -> None:
+    """P(behaviour | the next event's item): AUC per behaviour with its 95% interval, accuracy, log loss."""
+    first = o["nextaction"]
+    names = list(first.get("auc", {}))
+    table = Table(title=f"next-event behaviour given its item ({first['events']} events)")
+    table.add_column("model")
+    for b in names:
+        table.add_column(f"AUC {b}", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("log loss", justify="right")
+    for name, m in {"nextaction": first, **o.get("baselines", {})}.items():
+        ci = m.get("auc_ci95", {})
+        cells = [
+            "—"
+            if m["auc"][b] is None
+            else f"{m['auc'][b]:.4f}" + (f" [{ci[b][0]:.4f}, {ci[b][1]:.4f}]" if b in ci else "")
+            for b in names
+        ]
+        table.add_row(name, *cells, f"{m['accuracy']:.4f}", f"{m['log_loss']:.4f}")
+    out.print(table)
+    out.print(f"protocol: {o['protocol']}")
+
+
 def _metrics_table(result: dict[str, Any], *, title: str) -> None:
+    if result.get("outcome"):
+        _outcome_table(result["outcome"])
+    if not result["protocol"]["users_evaluated"] and result.get("outcome"):
+        out.print("next-item ranking: no test target has a history under this split (it tests whole users)")
+        return
     table = Table(title=title)
     rows = {"nextaction": result["metrics"], **result.get("baselines", {})}
     keys = ["HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20", "coverage@10"]
@@ -343,6 +371,16 @@ def evaluate(
             "catalogue from their full history, and among 99 sampled negatives"
         ),
     ] = None,
+    routing: Annotated[
+        str | None,
+        typer.Option(
+            help="also rank users per test-window item for this behaviour (question routing: who will answer?)"
+        ),
+    ] = None,
+    owner_behavior: Annotated[
+        str | None,
+        typer.Option(help="with --routing: the behaviour that makes a user the item's owner (e.g. ask)"),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Full-ranking evaluation (HR, NDCG, MRR, Recall @5/10/20, coverage) with the protocol recorded."""
@@ -356,6 +394,8 @@ def evaluate(
         max_users=users,
         windows=windows,
         targets=targets,
+        routing=routing,
+        owner_behavior=owner_behavior,
     )
     if json_:
         _print_json(result)
@@ -374,23 +414,64 @@ def recommend(
     behavior: Annotated[
         str | None, typer.Option("--behavior", help="items the user will do this on next, e.g. buy")
     ] = None,
+    outcome: Annotated[
+        bool, typer.Option("--outcome", help="beside each item: P(each behaviour | it is the next event)")
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Top-k next items for a known user, from their history (optionally for one behaviour)."""
+    """Top-k next items for a known user, from their history (optionally for one behaviour).
+
+    With --outcome each item also gets the probability of each behaviour if the user's next event is on it:
+    for exercises, which problem a student will attempt next and P(correct) on it."""
     from nextaction.predictor import Predictor
 
     p = Predictor.load(model_dir)
-    items = p.item_entries(p.recommend(p.history(user, split=split), k=k, behavior=behavior))
+    history = p.history(user, split=split)
+    items = p.item_entries(p.recommend(history, k=k, behavior=behavior))
+    if outcome:
+        given = p.outcome(history, [e["item_id"] for e in items])
+        for e in items:
+            e["outcome"] = given[e["item_id"]]
     if json_:
         _print_json({"user": user, "items": items})
         return
     what = f"items user {user} will {behavior} next" if behavior else f"next items for user {user}"
     with_titles = any("title" in e for e in items)  # a catalogue without titles gets no empty column
     score_name = f"P({behavior})" if behavior else "score"
-    table = Table("rank", "item_id", *(["title"] if with_titles else []), score_name, title=what)
+    given_names = [f"P({b} | next)" for b in p.behaviors] if outcome else []
+    table = Table(
+        "rank", "item_id", *(["title"] if with_titles else []), score_name, *given_names, title=what
+    )
     for r, e in enumerate(items, 1):
         name = [e.get("title", "")] if with_titles else []
-        table.add_row(str(r), e["item_id"], *name, f"{e['score']:.3f}")
+        cells = [f"{e['outcome'][b]:.3f}" for b in p.behaviors] if outcome and e.get("outcome") else []
+        table.add_row(str(r), e["item_id"], *name, f"{e['score']:.3f}", *cells)
+    out.print(table)
+
+
+@app.command()
+def route(
+    model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
+    item: Annotated[str, typer.Option("--item", help="item id, e.g. a question thread")],
+    behavior: Annotated[str, typer.Option("--behavior", help="the behaviour to route for, e.g. answer")],
+    k: Annotated[int, typer.Option("--k", help="how many users")] = 10,
+    exclude: Annotated[str, typer.Option("--exclude", help="user ids to leave out (e.g. the asker)")] = "",
+    json_: JsonOpt = False,
+) -> None:
+    """The users most likely to do a behaviour on an item (question routing: who will answer this thread?)."""
+    from nextaction.predictor import Predictor
+
+    p = Predictor.load(model_dir)
+    left_out = [u.strip() for u in exclude.split(",") if u.strip()]
+    ranked = p.route(item, behavior=behavior, k=k, exclude=left_out)
+    if json_:
+        _print_json(
+            {"item": item, "behavior": behavior, "users": [{"user_id": u, "p": q} for u, q in ranked]}
+        )
+        return
+    table = Table("rank", "user_id", f"P({behavior})", title=f"users most likely to {behavior} item {item}")
+    for r, (u, q) in enumerate(ranked, 1):
+        table.add_row(str(r), u, f"{q:.3f}")
     out.print(table)
 
 
@@ -427,9 +508,18 @@ def predict(
     model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
     user: Annotated[str, typer.Option("--user", help="user id; unknown users get an empty history")],
     items: Annotated[str, typer.Option("--items", help="candidate item ids, comma-separated")],
+    next_: Annotated[
+        bool,
+        typer.Option(
+            "--next", help="P(each behaviour | the next event is on the item): e.g. P(correct) on an exercise"
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Probability of each behaviour (view, cart, buy …) of the user on each candidate item."""
+    """Probability of each behaviour (view, cart, buy …) of the user on each candidate item.
+
+    By default: what the user will do on the item within the next events. With --next: which behaviour the
+    next event will be if it is on the item (the probabilities of an item sum to 1)."""
     from nextaction.predictor import Predictor
 
     p = Predictor.load(model_dir)
@@ -441,13 +531,14 @@ def predict(
     else:
         err.print(f"unknown user '{user}': predicting from an empty history")
         history = []
-    probs = p.predict(history, candidates)
+    probs = p.outcome(history, candidates) if next_ else p.predict(history, candidates)
     if p.last_unknown_items:
         err.print(f"unknown items (null in the output): {', '.join(p.last_unknown_items)}")
     if json_:
         _print_json(probs)
         return
-    table = Table("item_id", *p.behaviors, title=f"behaviour probabilities for user {user}")
+    title = f"next-event behaviour, given the item, for user {user}" if next_ else None
+    table = Table("item_id", *p.behaviors, title=title or f"behaviour probabilities for user {user}")
     for item, row in probs.items():
         cells = [f"{row[b]:.3f}" for b in p.behaviors] if row else ["unknown item"] * len(p.behaviors)
         table.add_row(item, *cells)

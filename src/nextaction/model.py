@@ -46,6 +46,8 @@ class ModelConfig:
     attn_dropout: float = 0.0
     max_len: int = 50
     time_buckets: int = 32  # log2-second gap buckets; 0 = padding, 1 = no previous event
+    # Off for logs without a clock (``--map order=…``): their "gaps" are position steps and carry nothing.
+    time_gaps: bool = True
     tie_weights: bool = True
     emb_init_std: float = (
         0.1  # item embedding init: 0.1 learned ~2x faster than 0.02 on Beauty, 0.3 far slower
@@ -67,6 +69,16 @@ class ModelConfig:
     # Repeat-aware next-item scores: a copy score over the history's own items mixed with the catalogue's
     # (RepeatNet's repeat/explore mixture). On by default where repeats are served (multi-behaviour logs).
     repeat_score: bool = False
+    # Categorical item columns (e.g. an exercise's skill, a film's genre): one embedding table per column,
+    # added to the item's vector, so items that share a category share what is learned about it (a new
+    # exercise of a known skill starts from the skill). Names, and each column's vocabulary size with
+    # row 0 = unknown; the (n_items + 1, F) table of codes is the buffer ``item_categories``.
+    categorical: tuple[str, ...] = ()
+    category_sizes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.categorical) != len(self.category_sizes):
+            raise ValueError("model.categorical and model.category_sizes must have one entry per column")
 
 
 def time_gap_buckets(timestamps_ms: torch.Tensor, mask: torch.Tensor, n_buckets: int) -> torch.Tensor:
@@ -306,6 +318,13 @@ class NextActionModel(nn.Module):
         # sparse catalogues, where most items are seen only a handful of times.
         self.out_emb = None if cfg.tie_weights else nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=PAD)
         self.out_bias = nn.Parameter(torch.zeros(cfg.n_items + 1)) if cfg.item_bias else None
+        self.category_emb = nn.ModuleList(
+            nn.Embedding(size, cfg.dim, padding_idx=PAD) for size in cfg.category_sizes
+        )
+        if cfg.categorical:
+            self.register_buffer(
+                "item_categories", torch.zeros(cfg.n_items + 1, len(cfg.categorical), dtype=torch.long)
+            )
         self.behavior = BehaviorHead(cfg) if cfg.behavior_head else None
         self.repeat = RepeatScore(cfg) if cfg.repeat_score else None
         # Item text (fixed sentence embeddings, a buffer) enters through a learned projection. ``has_id``
@@ -402,9 +421,10 @@ class NextActionModel(nn.Module):
         if self.cfg.max_len < L:
             raise ValueError(f"sequence length {L} exceeds max_len {self.cfg.max_len}")
         mask = items != PAD
-        gaps = time_gap_buckets(timestamps, mask, self.cfg.time_buckets)
         pos = torch.arange(L, device=items.device)
-        x = self.event_embeddings(items, behaviors) + self.time_emb(gaps) + self.pos_emb(pos)
+        x = self.event_embeddings(items, behaviors) + self.pos_emb(pos)
+        if self.cfg.time_gaps:
+            x = x + self.time_emb(time_gap_buckets(timestamps, mask, self.cfg.time_buckets))
         x = self.drop(x * mask.unsqueeze(-1))
         bias = self._relative_bias(L) if self.rel_bias is not None else None
         for block in self.blocks:
@@ -419,23 +439,31 @@ class NextActionModel(nn.Module):
         self._id_mask = self.has_id * keep
 
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        """(…, D) representation of item indices (…): ID embedding, projected text, or their sum."""
+        """(…, D) representation of item indices (…): ID embedding, projected text, or their sum, plus the
+        embeddings of the item's categories."""
         if self.text_proj is None:
-            return self.item_emb(items)
-        text = self.text_proj(self.text_emb[items])
-        if self.cfg.fusion == "text":
-            return text
-        has_id = self._id_mask if self.training and self._id_mask is not None else self.has_id
-        return self.item_emb(items) * has_id[items][..., None] + text
+            v = self.item_emb(items)
+        elif self.cfg.fusion == "text":
+            v = self.text_proj(self.text_emb[items])
+        else:
+            has_id = self._id_mask if self.training and self._id_mask is not None else self.has_id
+            v = self.item_emb(items) * has_id[items][..., None] + self.text_proj(self.text_emb[items])
+        if self.cfg.categorical:
+            codes = self.item_categories[items]  # (…, F)
+            for f, emb in enumerate(self.category_emb):
+                v = v + emb(codes[..., f])
+        return v
 
     def all_item_vectors(self, *, text_only: bool = False) -> torch.Tensor:
         """(n_items + 1, D) every item's representation; row 0 (padding) is zero. ``text_only``: the projected
         text alone, as a new item gets (models with item text)."""
-        if self.text_proj is None:
+        if self.text_proj is None and not self.cfg.categorical:
             if text_only:
                 raise ValueError("text_only needs a model with item text")
             return self.item_emb.weight
         if text_only:
+            if self.text_proj is None:
+                raise ValueError("text_only needs a model with item text")
             v = self.text_proj(self.text_emb)
         else:
             v = self.item_vectors(torch.arange(self.cfg.n_items + 1, device=self.item_emb.weight.device))

@@ -442,6 +442,52 @@ class Predictor:
             row += 1
         return out
 
+    def route(
+        self,
+        item_id: str | int,
+        *,
+        behavior: str,
+        k: int = 10,
+        users: Iterable[str | int] | None = None,
+        as_of: int | None = None,
+        exclude: Iterable[str | int] = (),
+    ) -> list[tuple[str, float]]:
+        """The ``k`` users most likely to do ``behavior`` on the item, ``[(user_id, probability), …]`` best
+        first (question routing; see routing.py). ``as_of`` (epoch ms): users as they were then."""
+        from nextaction.routing import route
+
+        stats = self._require_head() if as_of is None else None
+        return route(
+            self, item_id, behavior=behavior, k=k, users=users, as_of=as_of, exclude=exclude, stats=stats
+        )
+
+    def outcome(
+        self, history: Iterable[Event], item_ids: Sequence[str | int]
+    ) -> dict[str, dict[str, float] | None]:
+        """P(behaviour | history, the next event is on this item): which behaviour the next event will be,
+        given the item it is on (knowledge tracing: P(correct) on the exercise the student attempts next).
+
+        Unlike :meth:`predict` (what the user will do on the item within the next events, each behaviour on
+        its own), the probabilities of an item sum to 1 over the behaviours. ``{item_id: {behavior: p}}``
+        in the order given; unknown items map to None (:attr:`last_unknown_items`)."""
+        from nextaction.behavior.outcome import next_outcomes
+
+        stats = self._require_head()
+        items, behaviors, times = self.encode(history)
+        idx = [self._item_idx.get(str(i)) for i in item_ids]
+        known = np.asarray([i for i in idx if i is not None], dtype=np.int64)
+        self.last_unknown_items = [str(i) for i, j in zip(item_ids, idx, strict=True) if j is None]
+        probs = next_outcomes(self.model, items, behaviors, times, known, stats=stats) if len(known) else None
+        out: dict[str, dict[str, float] | None] = {}
+        row = 0
+        for item, j in zip(item_ids, idx, strict=True):
+            if j is None or probs is None:
+                out[str(item)] = None
+                continue
+            out[str(item)] = {b: round(float(p), 6) for b, p in zip(self.behaviors, probs[row], strict=True)}
+            row += 1
+        return out
+
     @torch.no_grad()
     def _recommend_for_behavior(
         self, history: list[Event], k: int, behavior: str, exclude_seen: bool

@@ -18,7 +18,7 @@ import polars as pl
 
 from nextaction.config import build, load_sections
 from nextaction.data.dataset import PreparedDataset
-from nextaction.data.schema import COLD, COLD_FIT, ITEM_IDX, TEST, VALID
+from nextaction.data.schema import CLOCK_POSITIONS, COLD, COLD_FIT, ITEM_ID, ITEM_IDX, TEST, VALID
 from nextaction.errors import InputError
 
 # torch-backed modules are imported inside the functions that train or score, so that `nextaction prepare`
@@ -117,7 +117,13 @@ def train_model(
         if not main:
             data = PreparedDataset.load(data_dir)
         item_text, text_info = None, None
-        if items is not None or sections["text"] or sections["model"].get("fusion", "id") != "id":
+        # Categorical item columns enter as embeddings (model.categorical); an item table that holds only
+        # such columns has no text to encode.
+        categorical = tuple(sections["model"].get("categorical", ()))
+        skip = (ITEM_ID, ITEM_IDX, COLD, COLD_FIT, *categorical)
+        text_columns = [c for c in data.items.columns if c not in skip]
+        wants_text = (items is not None and bool(text_columns)) or bool(sections["text"])
+        if wants_text or sections["model"].get("fusion", "id") != "id":
             from nextaction.text.encoder import TextConfig
             from nextaction.text.items import encode_catalogue
 
@@ -147,7 +153,10 @@ def train_model(
                 "behavior_head": len(data.behaviors) > 2,
                 # repeats are served there (seen items stay candidates): score them as such
                 "repeat_score": len(data.behaviors) > 2,
+                # a log without a clock has position steps for gaps: nothing to learn from them
+                "time_gaps": data.clock != CLOCK_POSITIONS,
                 **sections["model"],
+                **_categories(data, categorical),
             },
             where="[model]",
         )
@@ -212,6 +221,16 @@ def train_model(
         return result
     finally:
         distributed.shutdown()
+
+
+def _categories(data: PreparedDataset, columns: tuple[str, ...]) -> dict[str, Any]:
+    """model.categorical as a tuple with each column's vocabulary size (from the item table)."""
+    if not columns:
+        return {}
+    from nextaction.data.vocab import category_codes
+
+    _, sizes = category_codes(data.items, columns)
+    return {"categorical": columns, "category_sizes": sizes}
 
 
 def _training_data(
@@ -374,6 +393,8 @@ def evaluate_dir(
     max_users: int = 0,
     windows: int = 0,
     targets: str | Path | None = None,
+    routing: str | None = None,
+    owner_behavior: str | None = None,
 ) -> dict[str, Any]:
     """Full-ranking evaluation of a model directory (and optionally the baselines, with the same code).
 
@@ -381,6 +402,9 @@ def evaluate_dir(
     ranked from their full history over the whole catalogue and among 99 sampled negatives (see
     behavior/leave_one_out.py), the baselines too with ``baselines``; ``split`` and ``max_users`` do not
     apply to it.
+
+    ``routing`` (a behaviour, e.g. "answer"): also question routing, users ranked per test-window item
+    (routing.py), with ``owner_behavior`` marking the item's owner (e.g. "ask").
 
     ``windows`` > 0 (models with a behaviour head): also the rolling-origin behaviour evaluation over that
     many consecutive test windows, under ``behaviors.windows``.
@@ -396,7 +420,7 @@ def evaluate_dir(
     from nextaction.evaluation.ranking import eval_examples, evaluate_scorer, protocol
     from nextaction.scoring import evaluate_model
     from nextaction.training.checkpoint import load_model
-    from nextaction.training.loop import held_out_validation_users, trained_view
+    from nextaction.training.loop import held_out_validation_users, resolve_outcome_weight, trained_view
     from nextaction.training.state import TrainConfig
 
     if split not in ("test", "valid"):
@@ -497,9 +521,24 @@ def evaluate_dir(
             ranker=BehaviorRanker.from_dict(config.get("behavior_ranker")),
             baselines=baselines,
         )
-    if model.behavior is not None and split == "test":
+    if model.behavior is not None and split == "test" and resolve_outcome_weight(train_cfg, data) > 0:
+        # the next event's behaviour given its item (knowledge tracing's "correct on this exercise?")
+        from nextaction.behavior.outcome import evaluate_outcomes
+
+        result["outcome"] = evaluate_outcomes(
+            model, data, fit_data=trained_view(data, train_cfg), baselines=baselines
+        )
+    if model.behavior is not None and split == "test" and data.clock != CLOCK_POSITIONS:
         result["behaviors"] = evaluate_behaviors(
             model, data, train_cfg, ranker=config.get("behavior_ranker"), baselines=baselines, windows=windows
+        )
+    if routing is not None:
+        # who will do `routing` on each test-window item (routing.py), with its baselines
+        from nextaction.predictor import Predictor
+        from nextaction.routing import evaluate_routing
+
+        result["routing"] = evaluate_routing(
+            Predictor.load(model_dir), behavior=routing, owner_behavior=owner_behavior, baselines=baselines
         )
     if config.get("propensity") and split == "test":
         # P(does b at all within the horizon) on the test window, against RFM logreg / gbm (always run)

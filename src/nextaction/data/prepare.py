@@ -43,6 +43,7 @@ from nextaction.data.prepare_config import (
 from nextaction.data.schema import (
     BEHAVIOR,
     BEHAVIOR_IDX,
+    CLOCK_POSITIONS,
     CLOCK_TIMESTAMPS,
     EVENT_COLUMNS,
     ITEM_ID,
@@ -371,6 +372,46 @@ def _reindex(frame: pl.DataFrame, codes: _Codes) -> PreparedDataset:
     return PreparedDataset(events=events, users=users, items=items, behaviors=behaviors)
 
 
+def _time_span(events: pl.DataFrame, clock: str) -> dict[str, Any]:
+    """First and last moment: dates, or for a log without a clock the first and last position (p × 1000 ms)."""
+    low, high = _as_int(events[TIMESTAMP].min()), _as_int(events[TIMESTAMP].max())
+    if clock == CLOCK_POSITIONS:
+        return {
+            "first position": None if low is None else low // 1000,
+            "last position": None if high is None else high // 1000,
+        }
+    return {"min": iso_time(low), "max": iso_time(high)}
+
+
+def read_user_folds(path: str | Path) -> dict[str, int]:
+    """``split.user_folds``: a CSV/TSV with a user id column (any user alias) and a ``fold`` column."""
+    from nextaction.data.readers.columns import ALIASES, find_alias
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError("split user_folds: no such file; give a CSV with user and fold columns", path=p)
+    head = p.read_text(errors="replace").split("\n", 1)[0]
+    sep = "\t" if "\t" in head else ","
+    try:
+        frame = pl.read_csv(p, separator=sep, infer_schema=False)
+    except pl.exceptions.PolarsError as err:
+        raise InputError(f"split user_folds is not a readable CSV ({err})", path=p) from None
+    user = find_alias(frame.columns, ALIASES[USER_ID])
+    fold = next((c for c in frame.columns if c.strip().lower() == "fold"), None)
+    if user is None or fold is None:
+        raise InputError(
+            f"split user_folds needs a user column and a fold column; columns found: {', '.join(frame.columns)}",
+            path=p,
+        )
+    folds = frame[fold].cast(pl.Int64, strict=False)
+    if folds.null_count():
+        row = int(folds.is_null().arg_true()[0])
+        raise InputError(
+            f"fold {frame[fold][row]!r} is not a whole number", path=p, line=row + 2, column=fold
+        )
+    return dict(zip(frame[user].str.strip_chars().to_list(), folds.to_list(), strict=True))
+
+
 def prepare(
     read: EventLog,
     *,
@@ -447,7 +488,14 @@ def prepare(
     del frame
 
     # 7. Split.
-    split_codes, split_info = split_events(dataset.events, config.split, dataset.behaviors)
+    split_codes, split_info = split_events(
+        dataset.events,
+        config.split,
+        dataset.behaviors,
+        clock=str(getattr(read, "clock", CLOCK_TIMESTAMPS)),
+        user_ids=dataset.users[USER_ID],
+        read_folds=read_user_folds,
+    )
     dataset.events = dataset.events.with_columns(split_codes)
     dataset.sequences = None  # the split changed: rebuild the CSR arrays from the events
     split_info["repeated_targets"] = {
@@ -490,10 +538,7 @@ def prepare(
         },
         "behavior_mapping": dict(sorted(codes.behaviors.mapping.items())[:200]),
         "clock": str(getattr(read, "clock", CLOCK_TIMESTAMPS)),
-        "time_span": {
-            "min": iso_time(_as_int(events[TIMESTAMP].min())),
-            "max": iso_time(_as_int(events[TIMESTAMP].max())),
-        },
+        "time_span": _time_span(events, str(getattr(read, "clock", CLOCK_TIMESTAMPS))),
         "sequence_length": _sequence_stats(np.bincount(events[USER_IDX].to_numpy())[1:]),
         "split": split_info,
         "items_table": items_info,
@@ -507,6 +552,20 @@ def prepare(
         "config": config.to_dict(),
     }
     say(f"kept {rows['kept']} of {rows['read']} rows: {dataset.n_users} users, {dataset.n_items} items")
+    if config.social.trusts is not None:
+        # 10. A trust graph as context: trusted users' TRAIN-period events copied into trustors' histories
+        # (data/social.py). rows.kept stays the log's own events; report.social counts the copies.
+        from nextaction.data.social import add_trusted_events, read_edges
+
+        dataset, social = add_trusted_events(
+            dataset,
+            read_edges(config.social.trusts),
+            max_events=config.social.max_events,
+            prefix=config.social.prefix,
+        )
+        say(
+            f"trust graph: {social['context_events']} trusted events for {social['trustors_with_context']} users"
+        )
     return PrepareResult(dataset=dataset, rejects=rejects)
 
 

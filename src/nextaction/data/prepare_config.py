@@ -21,6 +21,7 @@ from nextaction.data.schema import (
     USER_ID,
     VALUE,
 )
+from nextaction.data.social import SocialConfig
 from nextaction.data.splits import SplitConfig, parse_time
 from nextaction.data.vocab import normalize_behavior
 from nextaction.errors import InputError
@@ -319,6 +320,7 @@ class PrepareConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     pseudonymize: PseudonymConfig = field(default_factory=PseudonymConfig)
+    social: SocialConfig = field(default_factory=SocialConfig)
     strict: bool = False
 
     def __post_init__(self) -> None:
@@ -334,6 +336,7 @@ class PrepareConfig:
             "filters": FilterConfig,
             "split": SplitConfig,
             "pseudonymize": PseudonymConfig,
+            "social": SocialConfig,
         }
         for name, sub in nested.items():
             if name in kwargs and not isinstance(kwargs[name], sub):
@@ -360,6 +363,7 @@ __all__ = [
     "MissingPolicy",
     "PrepareConfig",
     "PseudonymConfig",
+    "SocialConfig",
     "SplitConfig",
     "ValueClause",
     "ValueRule",

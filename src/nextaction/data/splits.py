@@ -13,6 +13,15 @@ history), so a user with one event is all TRAIN and a user with two events gets 
 Temporal: one global cutoff. Events at or after the test cutoff are TEST, events in the validation window
 ``[valid_cutoff, test_cutoff)`` are VALID, all earlier ones TRAIN. Cutoffs are given as times or derived
 from fractions of events.
+
+Users (k-fold by user, the knowledge-tracing protocol): users are dealt into ``folds`` folds; every event of
+a user of fold ``fold`` is TEST, every event of a user of the next fold (``fold % folds + 1``) VALID, the
+rest TRAIN. The folds come from a file (``user_folds``: user id → fold, as a published split gives them) or
+from a seeded shuffle of the users. Test users are never seen in training: their whole history is predicted
+event by event.
+
+Logs without a clock (``--map order=…``, sequences files) order each user's events but cannot be compared
+across users, so ``auto`` splits them by position (leave-one-out) and a temporal split is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from nextaction.config import known_options
 from nextaction.data.dataset import Sequences
 from nextaction.data.schema import (
     BEHAVIOR_IDX,
+    CLOCK_POSITIONS,
+    CLOCK_TIMESTAMPS,
     SPLIT,
     SPLIT_NAMES,
     TEST,
@@ -40,8 +51,8 @@ from nextaction.data.schema import (
 from nextaction.data.vocab import normalize_behavior
 from nextaction.errors import InputError
 
-SplitKind = Literal["auto", "leave_one_out", "temporal", "none"]
-SPLIT_KINDS: Final = ("auto", "leave_one_out", "temporal", "none")
+SplitKind = Literal["auto", "leave_one_out", "temporal", "users", "none"]
+SPLIT_KINDS: Final = ("auto", "leave_one_out", "temporal", "users", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +71,11 @@ class SplitConfig:
     valid_cutoff: str | int | None = None
     test_fraction: float = 0.1
     valid_fraction: float = 0.1
+    # kind "users": k folds by user; this run tests fold ``fold`` and validates on the next one
+    folds: int = 5
+    fold: int = 1
+    user_folds: str | None = None  # CSV/TSV with a user id and a fold (1 … folds) per user; None = shuffle
+    fold_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in SPLIT_KINDS:
@@ -73,8 +89,16 @@ class SplitConfig:
         test_ms, valid_ms = parse_time(self.test_cutoff), parse_time(self.valid_cutoff)
         if test_ms is not None and valid_ms is not None and valid_ms > test_ms:
             raise InputError("split valid_cutoff must not be after test_cutoff")
-        if self.kind == "leave_one_out" and (test_ms is not None or valid_ms is not None):
+        if self.kind in ("leave_one_out", "users") and (test_ms is not None or valid_ms is not None):
             raise InputError("split cutoffs apply to the temporal split only; drop them or use kind temporal")
+        for name, low in (("folds", 3), ("fold", 1), ("fold_seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InputError(f"split {name} must be a whole number ≥ {low}, got {value!r}")
+        if self.fold > self.folds:
+            raise InputError(
+                f"split fold {self.fold} is beyond folds = {self.folds}; choose 1 … {self.folds}"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SplitConfig:
@@ -178,12 +202,63 @@ def _kth(values: np.ndarray, k: int) -> int:
     return int(np.partition(values, k)[k])
 
 
+def user_folds(user_ids: pl.Series, config: SplitConfig, *, read_folds: Any = None) -> tuple[np.ndarray, str]:
+    """(n_users,) fold (1 … folds) of each user (row i = user_idx i + 1), and where the folds came from.
+
+    ``read_folds(path) -> {user_id: fold}`` reads ``config.user_folds`` (given by the caller, which owns
+    file reading); users absent from it are an error, as a silent default fold would leak them into train.
+    """
+    n = len(user_ids)
+    if config.user_folds is None:
+        # a seeded shuffle of the users in id order: the same folds for the same users on every machine
+        order = np.argsort(np.asarray(user_ids.to_list(), dtype=object), kind="stable")
+        rank = np.empty(n, dtype=np.int64)
+        rank[np.random.default_rng(config.fold_seed).permutation(order)] = np.arange(n)
+        return (rank % config.folds + 1).astype(np.int64), f"shuffle (seed {config.fold_seed})"
+    if read_folds is None:
+        raise ValueError("split user_folds needs read_folds")
+    given: Mapping[str, int] = read_folds(config.user_folds)
+    folds = np.array([given.get(u, 0) for u in user_ids.to_list()], dtype=np.int64)
+    missing = int((folds == 0).sum())
+    if missing:
+        example = user_ids.to_list()[int(np.flatnonzero(folds == 0)[0])]
+        raise InputError(
+            f"split user_folds has no fold for {missing} users of the log (e.g. {example!r}); give every "
+            "user a fold",
+            path=config.user_folds,
+        )
+    bad = (folds < 1) | (folds > config.folds)
+    if bad.any():
+        raise InputError(
+            f"split user_folds gives fold {int(folds[bad][0])}; folds must be 1 … {config.folds}",
+            path=config.user_folds,
+        )
+    return folds, f"file {config.user_folds}"
+
+
+def by_user(events: pl.DataFrame, folds: np.ndarray, *, fold: int, n_folds: int) -> pl.Series:
+    """Split codes for a k-fold user split: fold ``fold`` is TEST, the next fold VALID, the others TRAIN."""
+    of_event = folds[events[USER_IDX].to_numpy() - 1]
+    codes = np.full(events.height, TRAIN, dtype=np.int8)
+    codes[of_event == fold % n_folds + 1] = VALID
+    codes[of_event == fold] = TEST
+    return pl.Series(SPLIT, codes, dtype=pl.Int8)
+
+
 def split_events(
-    events: pl.DataFrame, config: SplitConfig, behaviors: Sequence[str]
+    events: pl.DataFrame,
+    config: SplitConfig,
+    behaviors: Sequence[str],
+    *,
+    clock: str = CLOCK_TIMESTAMPS,
+    user_ids: pl.Series | None = None,
+    read_folds: Any = None,
 ) -> tuple[pl.Series, dict[str, Any]]:
     """Apply ``config`` to the sorted index frame. Returns the split codes and what was done (for the report).
 
-    ``behaviors`` is the behaviour vocabulary (``behaviors[0] == "<pad>"``).
+    ``behaviors`` is the behaviour vocabulary (``behaviors[0] == "<pad>"``); ``clock`` what the timestamps
+    are (CLOCK_POSITIONS: only an order per user); ``user_ids`` (row i = user_idx i + 1) and ``read_folds``
+    serve the ``users`` kind (see :func:`user_folds`).
     """
     target_idx = None
     target = None
@@ -198,8 +273,16 @@ def split_events(
 
     kind = config.kind
     reason = "configured"
+    positions = clock == CLOCK_POSITIONS
+    if kind == "temporal" and positions:
+        raise InputError(
+            "the log has no clock (its events are only numbered per user), so a temporal split has no common "
+            "time to cut at; use split kind leave_one_out or users"
+        )
     if kind == "auto":
-        if target is not None:
+        if positions:
+            kind, reason = "leave_one_out", "auto: the log has no clock (order only): split by position"
+        elif target is not None:
             kind, reason = "leave_one_out", "auto: a target behaviour was given"
         elif len(behaviors) - 1 <= 1:
             kind, reason = "leave_one_out", "auto: the log has one behaviour type"
@@ -225,6 +308,11 @@ def split_events(
                 "choose an earlier valid_cutoff or a smaller test_fraction"
             )
         codes = temporal(events, test_cutoff_ms=test_ms, valid_cutoff_ms=valid_ms)
+    elif kind == "users":
+        if user_ids is None:
+            raise ValueError("split kind users needs the user ids")
+        folds, source = user_folds(user_ids, config, read_folds=read_folds)
+        codes = by_user(events, folds, fold=config.fold, n_folds=config.folds)
     else:
         codes = pl.Series(SPLIT, np.full(events.height, TRAIN, dtype=np.int8))
 
@@ -240,6 +328,9 @@ def split_events(
         info["valid_fraction"] = config.valid_fraction if config.valid_cutoff is None else None
         if target is not None:
             info["note"] = "temporal split: the target behaviour does not change the split codes"
+    if kind == "users":
+        info.update(folds=config.folds, fold=config.fold, valid_fold=config.fold % config.folds + 1)
+        info["fold_source"] = source
     info.update(split_counts(events[USER_IDX], codes))
     return codes, info
 

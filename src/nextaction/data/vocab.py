@@ -106,3 +106,30 @@ def dense_lut(codes: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
     lut = np.cumsum(present, dtype=np.int64).astype(np.int32)
     lut[~present] = 0
     return lut, present
+
+
+def category_codes(items: pl.DataFrame, columns: tuple[str, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Categorical item columns as codes: ((n_items + 1, F) int64, each column's vocabulary size).
+
+    ``items`` is a prepared item table (row i has item_idx i + 1). Values are compared as text and coded
+    1 … n in sorted order (row 0 and missing values are 0, "unknown"), so the codes depend only on the
+    table. A multi-valued cell ("37|54") is one category: the combination is what the column says.
+    """
+    from nextaction.data.schema import ITEM_ID, ITEM_IDX
+
+    items = items.sort(ITEM_IDX)
+    codes = np.zeros((items.height + 1, len(columns)), dtype=np.int64)
+    sizes: list[int] = []
+    for f, column in enumerate(columns):
+        if column not in items.columns:
+            known = [c for c in items.columns if c not in (ITEM_ID, ITEM_IDX)]
+            raise InputError(
+                f"model.categorical names {column!r}, which the item table does not have; its columns: "
+                f"{', '.join(known) or 'none (pass --items FILE)'}"
+            )
+        text = items[column].cast(pl.String).str.strip_chars()
+        values = sorted(set(text.drop_nulls().to_list()) - {""})
+        lookup = {v: i + 1 for i, v in enumerate(values)}
+        codes[1:, f] = [lookup.get(v, 0) if v is not None else 0 for v in text.to_list()]
+        sizes.append(len(values) + 1)
+    return codes, tuple(sizes)

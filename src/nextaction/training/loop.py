@@ -35,6 +35,7 @@ from nextaction.batches import (
     training_sequences,
     training_windows,
 )
+from nextaction.behavior import outcome
 from nextaction.behavior.candidates import (
     ContemporaryItems,
     ItemStats,
@@ -44,7 +45,8 @@ from nextaction.behavior.candidates import (
 )
 from nextaction.behavior.ranker import ModelBehaviorScorer
 from nextaction.data.dataset import PreparedDataset
-from nextaction.data.schema import COLD, ITEM_IDX, SPLIT, TRAIN, VALID
+from nextaction.data.schema import CLOCK_POSITIONS, COLD, ITEM_IDX, SPLIT, TRAIN, VALID
+from nextaction.data.vocab import category_codes
 from nextaction.device import batch_to_device, device_precision
 from nextaction.evaluation.metrics import auc, ranking_metrics
 from nextaction.evaluation.ranking import eval_examples
@@ -73,6 +75,7 @@ def step_loss(
     matmul_dtype: torch.dtype = torch.float32,
     behavior_negatives: ContemporaryItems | None = None,
     item_stats: ItemStats | None = None,
+    outcome_weight: float = 0.0,
 ) -> tuple[torch.Tensor, int]:
     """Loss of one batch of windows: every position predicts the next event. Returns (loss, targets).
 
@@ -154,6 +157,17 @@ def step_loss(
         upto = torch.arange(L, device=device).expand(len(inputs.items), L)
         logits = model.behavior_logits(h, inputs.items, inputs.behaviors, cand, upto, cand_stats)
         loss = loss + cfg.behavior_weight * losses.multilabel_bce(logits[mask], labels[mask])
+    if outcome_weight and item_stats is not None:
+        # the next event's behaviour given its item: the head with the true next item as sole candidate
+        B, L = inputs.items.shape
+        cand = cpu_batch.items[:, 1:, None].numpy()  # (B, L, 1)
+        feats = item_stats.features(cand, cpu_batch.timestamps[:, 1:, None].numpy())  # (B, L, 1, NB + 1)
+        upto = torch.arange(L, device=device).expand(B, L)
+        logits = model.behavior_logits(
+            h, inputs.items, inputs.behaviors, targets[:, :, None], upto, torch.from_numpy(feats).to(device)
+        )[:, :, 0]  # (B, L, NB)
+        outcome = batch.behaviors[:, 1:].long() - 1
+        loss = loss + outcome_weight * F.cross_entropy(logits[keep].float(), outcome[keep])
     return loss, len(y)
 
 
@@ -259,6 +273,13 @@ def make_optimizer(model: NextActionModel, cfg: TrainConfig, *, sparse: bool) ->
 Callback = Callable[[dict[str, Any]], None]
 
 
+def resolve_outcome_weight(cfg: TrainConfig, data: PreparedDataset) -> float:
+    """train.outcome_weight, with None = 1.0 for logs without a clock (attempts and their outcomes) else 0."""
+    if cfg.outcome_weight is not None:
+        return cfg.outcome_weight
+    return 1.0 if data.clock == CLOCK_POSITIONS else 0.0
+
+
 def validation_users(data: PreparedDataset, cfg: TrainConfig) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Who is validated, and which validation events are learned from.
 
@@ -344,6 +365,9 @@ def fit(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = NextActionModel(model_cfg).to(device)
+    if model_cfg.categorical:
+        codes, _ = category_codes(data.items, tuple(model_cfg.categorical))
+        model.item_categories.copy_(torch.from_numpy(codes))
     # fused: one pass over each parameter per step instead of a loop of small ops; ~5× faster on a 1M-item
     # embedding table, where the optimiser step otherwise dominates
     sparse = use_sparse_items(model, cfg, distributed=info.distributed)
@@ -390,6 +414,11 @@ def fit(
         valid_seqs = distributed.shard_users(valid_seqs, info.rank, info.world_size)
     matmul_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     head = model_cfg.behavior_head and cfg.behavior_weight > 0
+    outcome_weight = resolve_outcome_weight(cfg, data) if model_cfg.behavior_head else 0.0
+    if outcome_weight and not head:
+        raise ValueError(
+            "train.outcome_weight needs the behaviour head's statistics: keep behavior_weight > 0"
+        )
     # Item counts: every event before the query moment, except the test split and, when validation events
     # are learned, the validated users' validation window (the checkpoint is chosen on it): then exactly
     # the events trained on.
@@ -415,7 +444,14 @@ def fit(
             popularity=window_popularity(data, VALID),
             users=None if learned_valid is None else validated,  # never a window the model learned
         )
-        if head and n_valid and info.is_main  # rank 0 computes the AUC and tells the others
+        if head and n_valid and info.is_main and not outcome_weight  # rank 0 computes it, tells the others
+        else None
+    )
+    # Outcome models are chosen on the outcome AUC of every validation event (the knowledge-tracing
+    # protocol) instead of the windows' candidate AUC.
+    valid_outcomes = (
+        outcome.split_events(data.seqs, VALID, users=None if learned_valid is None else validated)
+        if outcome_weight and n_valid and info.is_main
         else None
     )
     # The catalogue-sized output layer is >90% of the FLOPs: on a CPU it runs in bf16 inside the fused loss
@@ -457,6 +493,7 @@ def fit(
                     matmul_dtype=matmul_dtype,
                     behavior_negatives=behavior_negatives,
                     item_stats=item_stats,
+                    outcome_weight=outcome_weight,
                 )
             opt.zero_grad(set_to_none=True)
             if info.distributed:
@@ -503,9 +540,15 @@ def fit(
                 z = ModelBehaviorScorer(model, stats=item_stats).behavior_scores(data.seqs, valid_cands)
                 aucs = [auc(z[:, k], valid_cands.labels[:, k]) for k in range(z.shape[1])]
                 record["valid_AUC"] = float(np.nanmean(aucs)) if not np.isnan(aucs).all() else 0.0
+            if valid_outcomes is not None and item_stats is not None:
+                p = outcome.outcome_probabilities(model, data.seqs, valid_outcomes, stats=item_stats)
+                aucs = [auc(p[:, k], valid_outcomes.labels == k + 1) for k in range(p.shape[1])]
+                record["valid_outcome_AUC"] = float(np.nanmean(aucs)) if not np.isnan(aucs).all() else 0.0
             record["eval_s"] = round(time.perf_counter() - t1, 3)
             record = distributed.broadcast_object(record)  # rank 0's record: one early-stopping decision
-            score = record["valid_NDCG@10"] + record.get("valid_AUC", 0.0)
+            score = (
+                record["valid_NDCG@10"] + record.get("valid_AUC", 0.0) + record.get("valid_outcome_AUC", 0.0)
+            )
             if score > state.best_ndcg:
                 state.best_ndcg, state.best_epoch, state.bad_epochs = score, state.epoch, 0
                 best = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -49,6 +49,10 @@ class TrainConfig:
     behavior_weight: float = 1.0
     behavior_horizon: int = 16  # a candidate's labels: what the user did on it in the next N events
     behavior_negatives: int = 4  # popularity-sampled negatives per position
+    # + outcome_weight * CE of the next event's behaviour given its item (behavior/outcome.py: "correct or
+    # incorrect on this exercise?"). None = on (1.0) for logs without a clock, whose behaviours are the
+    # outcomes of attempts, off elsewhere (not measured there yet).
+    outcome_weight: float | None = None
 
 
 @dataclass

@@ -18,7 +18,7 @@ ALIASES: Final[dict[str, tuple[str, ...]]] = {
     ),
     ITEM_ID: (
         "itemid", "item", "aid", "movieid", "movie", "productid", "product", "articleid", "asin", "sku",
-        "iid", "contentid",
+        "iid", "contentid", "threadid", "thread", "problemid", "questionid", "exerciseid",
     ),
     TIMESTAMP: (
         "timestamp", "time", "ts", "datetime", "eventtime", "createdat", "unixtime", "unixreviewtime",
@@ -31,8 +31,19 @@ ALIASES: Final[dict[str, tuple[str, ...]]] = {
     VALUE: ("value", "rating", "price", "score", "amount", "weight", "quantity"),
 }  # fmt: skip
 CATEGORY_ALIASES: Final = ("category", "categoryid", "cat", "catid")
+# ``--map order=…``: a column that only orders each user's events (a position, no clock). It stands in for
+# the time column: position p becomes p seconds, and the log is marked as having no clock (CLOCK_POSITIONS),
+# so no time gap is learned from it and splits go by position, never by date.
+ORDER: Final = "order"
 # The names --map uses for the canonical columns.
-SHORT: Final = {USER_ID: "user", ITEM_ID: "item", TIMESTAMP: "time", BEHAVIOR: "behavior", VALUE: "value"}
+SHORT: Final = {
+    USER_ID: "user",
+    ITEM_ID: "item",
+    TIMESTAMP: "time",
+    BEHAVIOR: "behavior",
+    VALUE: "value",
+    ORDER: "order",
+}
 # Keys accepted in ``mapping``: the short names, the canonical column names, and the British spelling.
 MAPPING_KEYS: Final = {
     **{short: canonical for canonical, short in SHORT.items()},
@@ -57,6 +68,11 @@ def check_mapping(mapping: Mapping[str, str | None] | None) -> dict[str, str | N
         if canonical in out:
             raise InputError(f"--map names the {SHORT[canonical]} column twice")
         out[canonical] = column.strip() if isinstance(column, str) and column.strip() else None
+    if out.get(ORDER) is not None and out.get(TIMESTAMP) is not None:
+        raise InputError(
+            "--map names both a time and an order column; give one: time for dated logs, order for"
+            " logs that only number each user's events"
+        )
     return out
 
 

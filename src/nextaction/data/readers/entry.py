@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from nextaction.data.readers.columns import check_mapping, norm
+from nextaction.data.readers.columns import ORDER, check_mapping, norm
 from nextaction.data.readers.events import ReadResult
 from nextaction.data.readers.formats import (
     DATAFRAME,
@@ -20,6 +21,7 @@ from nextaction.data.readers.formats import (
 )
 from nextaction.data.readers.frames import as_polars, is_dataframe
 from nextaction.data.readers.lines import SEPARATORS, looks_like_sequences, magic, parse_separator, peek_lines
+from nextaction.data.schema import CLOCK_POSITIONS, TIMESTAMP
 from nextaction.errors import InputError
 
 FORMATS: Final = (
@@ -50,9 +52,15 @@ def read_events(
     source columns, e.g. ``{"user": "visitorid", "time": "ts"}`` (keys: :data:`MAPPING_KEYS`; a None or
     empty value means "no such column"); unmapped columns are matched by common aliases. ``separator``
     overrides delimiter sniffing for delimited text (``"\\t"``/``"tab"`` work; several characters like
-    ``"::"`` too).
+    ``"::"`` too). ``{"order": column}`` reads a log that only numbers each user's events (no clock): the
+    position stands in for the time (position p = p seconds) and the result says ``clock="positions"``.
     """
     user_mapping = check_mapping(mapping)
+    order = user_mapping.pop(ORDER, None)
+    if order is not None:
+        user_mapping[TIMESTAMP] = order
+        read = read_events(source, format=format, mapping=user_mapping, separator=separator)
+        return dataclasses.replace(read, clock=CLOCK_POSITIONS)
     if format is not None and format not in FORMATS and format != DATAFRAME:
         raise InputError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)} (or leave it out)")
     sep = parse_separator(separator)
