@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install browser bench bench-data bench-behaviors bench-text bench-serve bench-explain bench-scale ablate gpu-carry gpu-dry-run clean
+.PHONY: demo test lint install browser bench bench-data bench-behaviors bench-scenarios bench-text bench-serve bench-explain bench-scale ablate gpu-carry gpu-dry-run clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench: $(STAMP)
 
 bench-behaviors: $(STAMP)
 	$(BIN)/python bench/bench_behaviors.py
+
+# The scenario recipes (docs/scenarios/): knowledge tracing on ASSISTments 2009/2017 (5 folds each, ~11 min a
+# 2009 fold here), StackExchange routing, CiaoDVD with and without its trust graph; --reuse keeps done folds
+bench-scenarios: $(STAMP)
+	$(BIN)/python bench/bench_scenarios.py
 
 # Encoding, then id vs id+text on Beauty (standard and cold-item split), two seeds each (~2 h on 2 cores;
 # --only/--seeds/--reuse split it over processes, see bench/bench_text.py)

@@ -78,7 +78,7 @@ def add_trusted_events(
     if kind != "temporal":
         raise InputError(
             f"a trust graph needs a temporal split (this log's is {kind!r}): only then are the trusted users' "
-            "copied events known before every validation and test target; set prepare.split.kind=\"temporal\""
+            'copied events known before every validation and test target; set prepare.split.kind="temporal"'
         )
     ids = data.users.select(pl.col(USER_ID), pl.col(USER_IDX))
     resolved = (
