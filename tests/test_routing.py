@@ -323,3 +323,42 @@ def test_evaluate_routing_output_is_plain_json(forum: Predictor, tmp_path: Path)
     path = tmp_path / "r.json"
     path.write_text(json.dumps(r))
     assert json.loads(path.read_text()) == r
+
+
+def test_route_and_evaluate_routing_from_the_command_line(
+    forum: Predictor, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`nextaction route` and `evaluate --routing` read a saved model directory and agree with the API."""
+    import json
+
+    from nextaction.training.checkpoint import save_model
+    from test_cli import run
+
+    model_dir = tmp_path / "forum"
+    tc = TrainConfig(epochs=1, precision="fp32")
+    save_model(
+        model_dir,
+        forum.model,
+        tc,
+        {
+            "exclude_seen": False,
+            "behavior_ranker": forum.ranker.to_dict() if forum.ranker else None,
+            "calibration": forum.calibration,
+        },
+    )
+    forum.data.save(model_dir / "data")
+    item = forum.data.items["item_id"][-1]
+    code, out, _ = run(
+        ["route", str(model_dir), "--item", item, "--behavior", "answer", "--k", "3", "--json"], capsys
+    )
+    assert code == 0
+    got = [(u["user_id"], u["p"]) for u in json.loads(out)["users"]]
+    want = Predictor.load(model_dir).route(item, behavior="answer", k=3)
+    assert [u for u, _ in got] == [u for u, _ in want]
+    code, out, _ = run(["route", str(model_dir), "--item", "nope", "--behavior", "answer"], capsys)
+    assert code == 2
+    code, out, _ = run(
+        ["evaluate", str(model_dir), "--routing", "answer", "--owner-behavior", "ask", "--json"], capsys
+    )
+    routing = json.loads(out)["routing"]
+    assert code == 0 and routing["items"] > 0 and "HR@10" in routing["metrics"]
