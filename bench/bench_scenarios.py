@@ -291,6 +291,24 @@ def trust_effect(models: dict[str, Path]) -> dict:
     return out
 
 
+def behavior_line(r: dict) -> str:
+    """Per-behaviour AUC (± bootstrap SD) of the model and of the best baseline on the test window."""
+    beh = r.get("behaviors", {})
+    names = [k for k in beh if k not in ("protocol", "baselines") and not k.startswith("next_")]
+    parts = []
+    for k in names:
+        base = {n: v[k]["AUC"] for n, v in beh.get("baselines", {}).items() if k in v}
+        best = max(base, key=lambda n: base[n]) if base else None
+        parts.append(
+            f"{k} {beh[k]['AUC']:.3f} ± {beh[k].get('AUC_sd', float('nan')):.3f} ({beh[k]['positives']} positives)"
+            + (f" vs {best} {base[best]:.3f}" if best else "")
+        )
+    return (
+        "- Behaviour AUC on the test window (candidates + same-window negatives, as BENCHMARKS.md "
+        '"Behaviour prediction"): ' + "; ".join(parts) + "."
+    )
+
+
 def social_markdown(se: dict | None, ciao: dict | None) -> str:
     lines = ["### Social: StackExchange and CiaoDVD (docs/scenarios/social.md)", ""]
     if se is not None:
@@ -306,15 +324,7 @@ def social_markdown(se: dict | None, ciao: dict | None) -> str:
             f"{r['protocol']['users_evaluated']} test users; best baseline {best} "
             + (f"{b[best]['NDCG@10']:.4f} / {b[best]['HR@10']:.4f}." if best else "."),
         ]
-        beh = r.get("behaviors", {})
-        if beh:
-            auc = (
-                {k: v.get("AUC") for k, v in beh.get("per_behavior", {}).items()}
-                if "per_behavior" in beh
-                else None
-            )
-            if auc:
-                lines.append(f"- Behaviour AUC on the test window: {json.dumps(auc)}.")
+        lines.append(behavior_line(r))
         route = r.get("routing")
         if route:
             rm = route["metrics"]
@@ -330,16 +340,20 @@ def social_markdown(se: dict | None, ciao: dict | None) -> str:
         lines.append("")
     if ciao is not None:
         st = ciao["stars"]["result"]
+        t0 = ciao["trust"]["train"]
         m, b = st["metrics"], st.get("baselines", {})
         best = max(b, key=lambda k: b[k]["NDCG@10"]) if b else None
         lines += [
             "CiaoDVD (dated 1–5 star reviews; stars as behaviours: ≥ 4 = like, else review, because the "
             'question is "will he like it", a probability the behaviour head gives directly; the film\'s genre '
-            f"as a categorical item column; default temporal split). Training {ciao['stars']['train_wall_s'] / 60:.1f} min.",
+            f"as a categorical item column; default temporal split). Training {ciao['stars']['train_wall_s'] / 60:.1f} min. "
+            f"Command: `{ciao['stars']['command']}`; the trust runs: `{t0['with']['command']}` and the same without "
+            "`prepare.social.trusts`.",
             "",
             f"- Next film, full ranking: NDCG@10 {m['NDCG@10']:.4f} / HR@10 {m['HR@10']:.4f} over "
             f"{st['protocol']['users_evaluated']} test users; best baseline {best} "
             + (f"{b[best]['NDCG@10']:.4f} / {b[best]['HR@10']:.4f}." if best else "."),
+            behavior_line(st),
         ]
         t = ciao["trust"]
         nd = t["NDCG@10"]

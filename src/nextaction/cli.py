@@ -83,7 +83,7 @@ def prepare(
     format: FormatOpt = None,
     map: MapOpt = None,
     sep: Annotated[str | None, typer.Option("--sep", help="field separator for delimited text")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML file with a [prepare] table")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file with a \\[prepare] table")] = None,
     set_: SetOpt = None,
     split: Annotated[
         str | None, typer.Option("--split", help="auto, leave_one_out, temporal or none")
@@ -190,7 +190,7 @@ def train(
     map: MapOpt = None,
     items: Annotated[str | None, typer.Option("--items", help="item table")] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="TOML with [model], [train], [prepare]")
+        Path | None, typer.Option("--config", help="TOML with \\[model], \\[train], \\[prepare]")
     ] = None,
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out")] = False,
@@ -204,7 +204,7 @@ def train(
 ) -> None:
     """Train the next-action transformer; keeps the best checkpoint by validation NDCG@10.
 
-    With --items, item text (all-MiniLM-L6-v2 by default, [text] settings) is fused into the items.
+    With --items, item text (all-MiniLM-L6-v2 by default, \\[text] settings) is fused into the items.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
