@@ -147,7 +147,9 @@ def kt_markdown(results: dict[str, list[dict]]) -> str:
                 f"(95% CI {f['outcome']['nextaction']['auc_ci95']['correct']}), minus counts-logreg "
                 f"{diff['auc']:+.4f} {diff['ci95']}; {f['outcome']['nextaction']['events']} test attempts; "
                 f"best epoch {f['best_epoch']} of {f['epochs_run']}; training {f['train_wall_s'] / 60:.1f} min, "
-                f"peak RSS {f['peak_rss_mib']} MiB; commit {f['commit']}, {f['date']}"
+                + (f"peak RSS {f['peak_rss_mib']} MiB; " if f.get("peak_rss_mib") else "")
+                + f"commit {f['commit']}, {f['date']}"
+                + (f" ({f['note']})" if f.get("note") else "")
             )
     if results:
         first = next(iter(f for folds in results.values() for f in folds), None)
@@ -318,7 +320,8 @@ def social_markdown(se: dict | None, ciao: dict | None) -> str:
         lines += [
             "StackExchange (Quantum Computing, 2018-03 → 2018-09; ask / answer / comment / favorite on threads, "
             "threads with their title, tags and body through the text encoder; default temporal split). "
-            f"Training {se['train_wall_s'] / 60:.1f} min. Command: `{se['command']}`.",
+            f"Training {se['train_wall_s'] / 60:.1f} min. Commit {se.get('commit', '?')}, {se.get('date', '?')}. "
+            f"Command: `{se['command']}`.",
             "",
             f"- Next thread, full ranking: NDCG@10 {m['NDCG@10']:.4f} / HR@10 {m['HR@10']:.4f} over "
             f"{r['protocol']['users_evaluated']} test users; best baseline {best} "
@@ -347,6 +350,7 @@ def social_markdown(se: dict | None, ciao: dict | None) -> str:
             "CiaoDVD (dated 1–5 star reviews; stars as behaviours: ≥ 4 = like, else review, because the "
             'question is "will he like it", a probability the behaviour head gives directly; the film\'s genre '
             f"as a categorical item column; default temporal split). Training {ciao['stars']['train_wall_s'] / 60:.1f} min. "
+            f"Commit {ciao.get('commit', '?')}, {ciao.get('date', '?')}. "
             f"Command: `{ciao['stars']['command']}`; the trust runs: `{t0['with']['command']}` and the same without "
             "`prepare.social.trusts`.",
             "",
@@ -379,6 +383,11 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="extra train --set (an ablation)")
     parser.add_argument("--no-write", action="store_true", help="print, do not write BENCHMARKS.md")
     parser.add_argument("--social", default="stackexchange,ciaodvd", help="social recipes to run ('' = none)")
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="with --reuse: report the folds already measured, train none",
+    )
     args = parser.parse_args()
     extra = [x for s in args.set for x in ("--set", s)]
     results: dict[str, list[dict]] = {}
@@ -396,6 +405,8 @@ def main() -> None:
     for name in filter(None, args.datasets.split(",")):
         results[name] = []
         for fold in (int(f) for f in args.folds.split(",")):
+            if args.cached_only and not (CACHE / name / f"fold{fold}.json").exists():
+                continue
             r = run_kt_fold(name, fold, reuse=args.reuse, extra=extra)
             auc = r["outcome"]["nextaction"]["auc"]["correct"]
             print(f"{name} fold {fold}: AUC {auc:.4f} ({r['train_wall_s']:.0f} s)", flush=True)
@@ -404,8 +415,10 @@ def main() -> None:
         [
             SECTION,
             "",
-            f"Machine: {machine()}. Run {date.today().isoformat()}, {(time.perf_counter() - t0) / 60:.0f} min "
-            "for what was not reused. Seeds: training 42 (default), evaluation 0.",
+            f"Machine: {machine()}. Written {date.today().isoformat()} ({(time.perf_counter() - t0) / 60:.0f} min "
+            "of runs in this call; results of earlier calls are reused per fold and per recipe; each knowledge-tracing "
+            "line names its commit and date, each social recipe names its own). "
+            "Seeds: training 42 (default), evaluation 0.",
             "",
             kt_markdown(results),
             "",
