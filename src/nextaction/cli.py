@@ -83,7 +83,9 @@ def prepare(
     format: FormatOpt = None,
     map: MapOpt = None,
     sep: Annotated[str | None, typer.Option("--sep", help="field separator for delimited text")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML file with a \\[prepare] table")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML file with a \\[prepare] table")
+    ] = None,
     set_: SetOpt = None,
     split: Annotated[
         str | None, typer.Option("--split", help="auto, leave_one_out, temporal or none")
