@@ -293,6 +293,17 @@ def trust_effect(models: dict[str, Path]) -> dict:
     return out
 
 
+def next_item_line(what: str, r: dict) -> str:
+    """Full-ranking next-item NDCG@10 / HR@10 of the model and of the best baseline by NDCG@10."""
+    m, b = r["metrics"], r.get("baselines", {})
+    best = max(b, key=lambda k: b[k]["NDCG@10"]) if b else None
+    return (
+        f"- Next {what}, full ranking: NDCG@10 {m['NDCG@10']:.4f} / HR@10 {m['HR@10']:.4f} over "
+        f"{r['protocol']['users_evaluated']} test users; best baseline "
+        + (f"{best} {b[best]['NDCG@10']:.4f} / {b[best]['HR@10']:.4f}." if best else "none.")
+    )
+
+
 def behavior_line(r: dict) -> str:
     """Per-behaviour AUC (± bootstrap SD) of the model and of the best baseline on the test window."""
     beh = r.get("behaviors", {})
@@ -315,17 +326,13 @@ def social_markdown(se: dict | None, ciao: dict | None) -> str:
     lines = ["### Social: StackExchange and CiaoDVD (docs/scenarios/social.md)", ""]
     if se is not None:
         r = se["result"]
-        m, b = r["metrics"], r.get("baselines", {})
-        best = max(b, key=lambda k: b[k]["NDCG@10"]) if b else None
         lines += [
             "StackExchange (Quantum Computing, 2018-03 → 2018-09; ask / answer / comment / favorite on threads, "
             "threads with their title, tags and body through the text encoder; default temporal split). "
             f"Training {se['train_wall_s'] / 60:.1f} min. Commit {se.get('commit', '?')}, {se.get('date', '?')}. "
             f"Command: `{se['command']}`.",
             "",
-            f"- Next thread, full ranking: NDCG@10 {m['NDCG@10']:.4f} / HR@10 {m['HR@10']:.4f} over "
-            f"{r['protocol']['users_evaluated']} test users; best baseline {best} "
-            + (f"{b[best]['NDCG@10']:.4f} / {b[best]['HR@10']:.4f}." if best else "."),
+            next_item_line("thread", r),
         ]
         lines.append(behavior_line(r))
         route = r.get("routing")
@@ -344,8 +351,6 @@ def social_markdown(se: dict | None, ciao: dict | None) -> str:
     if ciao is not None:
         st = ciao["stars"]["result"]
         t0 = ciao["trust"]["train"]
-        m, b = st["metrics"], st.get("baselines", {})
-        best = max(b, key=lambda k: b[k]["NDCG@10"]) if b else None
         lines += [
             "CiaoDVD (dated 1–5 star reviews; stars as behaviours: ≥ 4 = like, else review, because the "
             'question is "will he like it", a probability the behaviour head gives directly; the film\'s genre '
@@ -354,9 +359,7 @@ def social_markdown(se: dict | None, ciao: dict | None) -> str:
             f"Command: `{ciao['stars']['command']}`; the trust runs: `{t0['with']['command']}` and the same without "
             "`prepare.social.trusts`.",
             "",
-            f"- Next film, full ranking: NDCG@10 {m['NDCG@10']:.4f} / HR@10 {m['HR@10']:.4f} over "
-            f"{st['protocol']['users_evaluated']} test users; best baseline {best} "
-            + (f"{b[best]['NDCG@10']:.4f} / {b[best]['HR@10']:.4f}." if best else "."),
+            next_item_line("film", st),
             behavior_line(st),
         ]
         t = ciao["trust"]

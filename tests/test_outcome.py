@@ -14,10 +14,10 @@ from nextaction.behavior.candidates import ItemStats
 from nextaction.behavior.outcome import (
     OutcomeEvents,
     _windows,
+    outcome_events,
     outcome_metrics,
     outcome_probabilities,
     prior_counts,
-    split_events,
 )
 from nextaction.data.dataset import Sequences
 from nextaction.data.schema import TEST, TRAIN
@@ -44,7 +44,7 @@ def test_prior_counts_match_a_loop_over_each_history() -> None:
     rng = np.random.default_rng(0)
     seqs = random_seqs(rng, n_users=12, n_items=6, nb=2, test_users=4)
     groups = np.array([0, 1, 1, 2, 2, 0, 3])  # item → category; items 1 and 5 have none
-    ev = split_events(seqs, TEST)
+    ev = outcome_events(seqs, TEST)
     got = prior_counts(seqs, ev, 2, groups=groups)
     for row, (j, u) in enumerate(zip(ev.events, ev.users, strict=True)):
         s = int(seqs.offsets[u])
@@ -65,7 +65,7 @@ def test_prior_counts_match_a_loop_over_each_history() -> None:
 def test_windows_give_every_event_its_own_past_and_at_least_half_a_window(max_len: int) -> None:
     rng = np.random.default_rng(1)
     seqs = random_seqs(rng, n_users=20, n_items=5, nb=2, test_users=20)
-    ev = split_events(seqs, TEST)
+    ev = outcome_events(seqs, TEST)
     starts, slot, wid = _windows(seqs, ev, max_len)
     pos = ev.events - seqs.offsets[ev.users]
     w = starts[wid] - seqs.offsets[ev.users]  # window start within the user's sequence
@@ -95,7 +95,7 @@ def test_outcome_probabilities_are_causal_and_batch_invariant() -> None:
     seqs = random_seqs(rng, n_users=10, n_items=7, nb=2, test_users=10)
     model = tiny_model(7, 2)
     stats = ItemStats(seqs, 2, exclude_split=None)
-    ev = split_events(seqs, TEST)
+    ev = outcome_events(seqs, TEST)
     p = outcome_probabilities(model, seqs, ev, stats=stats)
     assert p.shape == (len(ev.events), 2)
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
@@ -127,10 +127,10 @@ def test_outcome_metrics_on_known_predictions() -> None:
     assert m["rate"] == {"correct": 0.5, "incorrect": 0.5}
 
 
-def test_split_events_restricts_to_users() -> None:
+def test_outcome_events_restricts_to_users() -> None:
     rng = np.random.default_rng(3)
     seqs = random_seqs(rng, n_users=6, n_items=4, nb=2, test_users=6)
-    ev = split_events(seqs, TEST, users=np.array([2, 3]))
+    ev = outcome_events(seqs, TEST, users=np.array([2, 3]))
     assert set(ev.users.tolist()) == {2, 3}
     assert isinstance(ev, OutcomeEvents)
 

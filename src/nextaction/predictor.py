@@ -422,25 +422,34 @@ class Predictor:
         """
         stats = self._require_head()
         seqs = self._one_history(history)
-        idx = [self._item_idx.get(str(i)) for i in item_ids]
-        known = [i for i in idx if i is not None]
-        self.last_unknown_items = [str(i) for i, j in zip(item_ids, idx, strict=True) if j is None]
+        idx, known = self._candidates(item_ids)
         probs = np.zeros((0, len(self.behaviors)))
-        if known:
+        if len(known):
             span = (np.array([0]), np.array([len(seqs.items)]))
             states = user_states(self.model, seqs, *span)
-            cand = np.asarray([known], dtype=np.int64)
+            cand = known[None, :]
             head, x = candidate_signals(self.model, seqs, *span, states, cand, np.array([np.inf]), stats)
             probs = self._probs((head if self.ranker is None else self.ranker(x))[0])
-        out: dict[str, dict[str, float] | None] = {}
-        row = 0
-        for item, j in zip(item_ids, idx, strict=True):
-            if j is None:
-                out[str(item)] = None
-                continue
-            out[str(item)] = {b: round(float(p), 6) for b, p in zip(self.behaviors, probs[row], strict=True)}
-            row += 1
-        return out
+        return self._by_item(item_ids, idx, probs)
+
+    def _candidates(self, item_ids: Sequence[str | int]) -> tuple[list[int | None], np.ndarray]:
+        """Each id's item_idx (None = unknown, listed in :attr:`last_unknown_items`) and the known ones (K,)."""
+        idx = [self._item_idx.get(str(i)) for i in item_ids]
+        self.last_unknown_items = [str(i) for i, j in zip(item_ids, idx, strict=True) if j is None]
+        return idx, np.asarray([i for i in idx if i is not None], dtype=np.int64)
+
+    def _by_item(
+        self, item_ids: Sequence[str | int], idx: list[int | None], probs: np.ndarray
+    ) -> dict[str, dict[str, float] | None]:
+        """``{item_id: {behavior: p}}`` in the order given; ``probs`` has one row per known item (idx not
+        None), in that order; unknown items map to None."""
+        rows = iter(probs)
+        return {
+            str(item): None
+            if j is None
+            else {b: round(float(p), 6) for b, p in zip(self.behaviors, next(rows), strict=True)}
+            for item, j in zip(item_ids, idx, strict=True)
+        }
 
     def route(
         self,
@@ -474,19 +483,11 @@ class Predictor:
 
         stats = self._require_head()
         items, behaviors, times = self.encode(history)
-        idx = [self._item_idx.get(str(i)) for i in item_ids]
-        known = np.asarray([i for i in idx if i is not None], dtype=np.int64)
-        self.last_unknown_items = [str(i) for i, j in zip(item_ids, idx, strict=True) if j is None]
-        probs = next_outcomes(self.model, items, behaviors, times, known, stats=stats) if len(known) else None
-        out: dict[str, dict[str, float] | None] = {}
-        row = 0
-        for item, j in zip(item_ids, idx, strict=True):
-            if j is None or probs is None:
-                out[str(item)] = None
-                continue
-            out[str(item)] = {b: round(float(p), 6) for b, p in zip(self.behaviors, probs[row], strict=True)}
-            row += 1
-        return out
+        idx, known = self._candidates(item_ids)
+        probs = np.zeros((0, len(self.behaviors)))
+        if len(known):
+            probs = next_outcomes(self.model, items, behaviors, times, known, stats=stats)
+        return self._by_item(item_ids, idx, probs)
 
     @torch.no_grad()
     def _recommend_for_behavior(

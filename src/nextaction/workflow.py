@@ -534,11 +534,13 @@ def evaluate_dir(
         )
     if routing is not None:
         # who will do `routing` on each test-window item (routing.py), with its baselines
-        from nextaction.predictor import Predictor
-        from nextaction.routing import evaluate_routing
+        from nextaction.routing import TrainedModel, evaluate_routing
 
         result["routing"] = evaluate_routing(
-            Predictor.load(model_dir), behavior=routing, owner_behavior=owner_behavior, baselines=baselines
+            TrainedModel.from_config(model, config, data),  # the model and data loaded above, not again
+            behavior=routing,
+            owner_behavior=owner_behavior,
+            baselines=baselines,
         )
     if config.get("propensity") and split == "test":
         # P(does b at all within the horizon) on the test window, against RFM logreg / gbm (always run)

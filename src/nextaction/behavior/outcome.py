@@ -46,7 +46,7 @@ class OutcomeEvents:
     labels: np.ndarray  # (E,) int64 behaviour index 1 … NB
 
 
-def split_events(seqs: Sequences, split: int, *, users: np.ndarray | None = None) -> OutcomeEvents:
+def outcome_events(seqs: Sequences, split: int, *, users: np.ndarray | None = None) -> OutcomeEvents:
     """Every event of ``split`` (of ``users`` only, when given): each is predicted from the events before it.
 
     A user's first event has no history: it is predicted from the empty history (the head's null event and
@@ -171,30 +171,45 @@ def outcome_metrics(
     """AUC of each behaviour (one against the others), accuracy of the most likely behaviour, log loss.
 
     ``behaviors``: names of behaviour indices 1 … NB. With ``users`` each AUC gets a 95% interval from a
-    bootstrap over users (200 draws, seed 0)."""
+    bootstrap over users (:func:`user_bootstrap`)."""
+    boot = None if users is None else user_bootstrap(users)
+    return _metrics(probs, labels, behaviors, boot=boot)[0]
+
+
+def user_bootstrap(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(units, weights): 200 draws over users, seed 0; one pair serves every scorer (paired differences)."""
+    units = compact_ids(users)
+    return units, bootstrap_weights(units, draws=200, seed=0)
+
+
+def _metrics(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    behaviors: list[str],
+    *,
+    boot: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[dict[str, Any], dict[str, tuple[float, np.ndarray]]]:
+    """:func:`outcome_metrics` and, per behaviour with both classes, its exact AUC and bootstrap draws."""
     n = len(labels)
     out: dict[str, Any] = {"events": int(n)}
+    draws: dict[str, tuple[float, np.ndarray]] = {}
     if n == 0:
-        return out
+        return out, draws
     picked = probs[np.arange(n), labels - 1]
     out["accuracy"] = round(float((probs.argmax(1) + 1 == labels).mean()), 4)
     out["log_loss"] = round(float(-np.log(np.clip(picked, 1e-12, 1.0)).mean()), 4)
     aucs: dict[str, float | None] = {}
-    intervals: dict[str, list[float]] = {}
-    units = None if users is None else compact_ids(users)
-    weights = None if units is None else bootstrap_weights(units, draws=200, seed=0)
     for k, name in enumerate(behaviors):
         y = (labels == k + 1).astype(np.float64)
         value = auc(probs[:, k], y)
         aucs[name] = None if np.isnan(value) else round(float(value), 4)
-        if weights is not None and units is not None and aucs[name] is not None:
-            draws = bootstrap_auc(probs[:, k], y, units, weights)
-            intervals[name] = [round(v, 4) for v in interval(draws)]
+        if boot is not None and aucs[name] is not None:
+            draws[name] = (float(value), bootstrap_auc(probs[:, k], y, *boot))
     out["auc"] = aucs
-    if intervals:
-        out["auc_ci95"] = intervals
+    if draws:
+        out["auc_ci95"] = {name: [round(v, 4) for v in interval(d)] for name, (_, d) in draws.items()}
     out["rate"] = {name: round(float((labels == k + 1).mean()), 4) for k, name in enumerate(behaviors)}
-    return out
+    return out, draws
 
 
 # ---------------------------------------------------------------------------------------------- baselines
@@ -280,7 +295,7 @@ class CountsLogRegOutcome:
 
         self.nb, self.groups = nb, groups
         self.rates = _item_rates(seqs, train_split, nb, n_items)
-        ev = split_events(seqs, train_split)
+        ev = outcome_events(seqs, train_split)
         if len(ev.events) > max_fit:
             pick = np.sort(np.random.default_rng(0).choice(len(ev.events), max_fit, replace=False))
             ev = OutcomeEvents(ev.events[pick], ev.users[pick], ev.labels[pick])
@@ -315,18 +330,20 @@ def evaluate_outcomes(
     for each AUC difference against a baseline."""
     nb = len(data.behaviors) - 1
     names = list(data.behaviors[1:])
-    ev = split_events(data.seqs, split)
+    ev = outcome_events(data.seqs, split)
     stats = ItemStats(data.seqs, nb)  # every event outside TEST, each counted only before its moment
     probs = outcome_probabilities(model, data.seqs, ev, stats=stats)
+    boot = user_bootstrap(ev.users)
+    mine, my_draws = _metrics(probs, ev.labels, names, boot=boot)
     result: dict[str, Any] = {
         "protocol": (
             f"every {SPLIT_NAMES[split]} event ({len(ev.events)} of {len(np.unique(ev.users))} users), each "
             f"predicted from the events before it (at most {model.cfg.max_len - 1}; windows overlap by half) "
             "and its item; a user's first event from the empty history; P normalised over the behaviours; "
             "AUC of each behaviour against the others, accuracy of the most likely behaviour; 95% intervals "
-            "from 200 bootstrap draws over users (seed 0)"
+            "from 200 bootstrap draws over users (seed 0), the same draws for every scorer (paired differences)"
         ),
-        "nextaction": outcome_metrics(probs, ev.labels, names, users=ev.users),
+        "nextaction": mine,
     }
     if not baselines:
         return result
@@ -338,20 +355,17 @@ def evaluate_outcomes(
         ItemRateOutcome(fit_data.seqs, nb=nb, n_items=data.n_items, train_split=TRAIN),
         CountsLogRegOutcome(fit_data.seqs, nb=nb, n_items=data.n_items, train_split=TRAIN, groups=groups),
     ]
-    units = compact_ids(ev.users)
-    weights = bootstrap_weights(units, draws=200, seed=0)
     result["baselines"] = {}
     result["difference"] = {}
     for b in fitted:
-        p = b.predict(data.seqs, ev)
-        result["baselines"][b.name] = outcome_metrics(p, ev.labels, names, users=ev.users)
-        diffs = {}
-        for k, name in enumerate(names):
-            y = (ev.labels == k + 1).astype(np.float64)
-            if y.min() == y.max():
-                continue
-            d = bootstrap_auc(probs[:, k], y, units, weights) - bootstrap_auc(p[:, k], y, units, weights)
-            point = auc(probs[:, k], y) - auc(p[:, k], y)
-            diffs[name] = {"auc": round(float(point), 4), "ci95": [round(v, 4) for v in interval(d)]}
-        result["difference"][b.name] = diffs
+        theirs, their_draws = _metrics(b.predict(data.seqs, ev), ev.labels, names, boot=boot)
+        result["baselines"][b.name] = theirs
+        result["difference"][b.name] = {
+            name: {
+                "auc": round(my_draws[name][0] - their_draws[name][0], 4),
+                "ci95": [round(v, 4) for v in interval(my_draws[name][1] - their_draws[name][1])],
+            }
+            for name in my_draws
+            if name in their_draws
+        }
     return result

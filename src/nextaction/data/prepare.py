@@ -386,16 +386,10 @@ def _time_span(events: pl.DataFrame, clock: str) -> dict[str, Any]:
 def read_user_folds(path: str | Path) -> dict[str, int]:
     """``split.user_folds``: a CSV/TSV with a user id column (any user alias) and a ``fold`` column."""
     from nextaction.data.readers.columns import ALIASES, find_alias
+    from nextaction.data.readers.frames import side_table
 
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise InputError("split user_folds: no such file; give a CSV with user and fold columns", path=p)
-    head = p.read_text(errors="replace").split("\n", 1)[0]
-    sep = "\t" if "\t" in head else ","
-    try:
-        frame = pl.read_csv(p, separator=sep, infer_schema=False)
-    except pl.exceptions.PolarsError as err:
-        raise InputError(f"split user_folds is not a readable CSV ({err})", path=p) from None
+    frame = side_table(p, what="split user_folds", hint="give a CSV with user and fold columns")
     user = find_alias(frame.columns, ALIASES[USER_ID])
     fold = next((c for c in frame.columns if c.strip().lower() == "fold"), None)
     if user is None or fold is None:

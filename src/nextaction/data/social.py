@@ -23,6 +23,7 @@ import polars as pl
 
 from nextaction.config import known_options
 from nextaction.data.dataset import PreparedDataset
+from nextaction.data.readers.frames import side_table
 from nextaction.data.schema import BEHAVIOR_IDX, SPLIT, TIMESTAMP, TRAIN, USER_ID, USER_IDX
 from nextaction.errors import InputError
 
@@ -51,16 +52,7 @@ class SocialConfig:
 def read_edges(path: str | Path) -> pl.DataFrame:
     """(trustor, trustee) user ids as text from the first two columns of a CSV/TSV (header optional)."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise InputError("social.trusts: no such file; give a CSV of trustor,trustee user ids", path=p)
-    head = p.read_text(errors="replace").split("\n", 1)[0]
-    sep = "\t" if "\t" in head else ","
-    first = head.split(sep)
-    header = len(first) >= 2 and not all(f.strip().lstrip("-").isdigit() for f in first[:2])
-    try:
-        frame = pl.read_csv(p, separator=sep, has_header=header, infer_schema=False)
-    except pl.exceptions.PolarsError as err:
-        raise InputError(f"social.trusts is not a readable CSV ({err})", path=p) from None
+    frame = side_table(p, what="social.trusts", hint="give a CSV of trustor,trustee user ids", header=None)
     if frame.width < 2:
         raise InputError("social.trusts needs two columns, trustor and trustee", path=p)
     cols = frame.columns[:2]

@@ -450,7 +450,7 @@ def fit(
     # Outcome models are chosen on the outcome AUC of every validation event (the knowledge-tracing
     # protocol) instead of the windows' candidate AUC.
     valid_outcomes = (
-        outcome.split_events(data.seqs, VALID, users=None if learned_valid is None else validated)
+        outcome.outcome_events(data.seqs, VALID, users=None if learned_valid is None else validated)
         if outcome_weight and n_valid and info.is_main
         else None
     )

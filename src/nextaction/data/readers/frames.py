@@ -98,3 +98,25 @@ def scalar_text(value: Any) -> str | None:
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)
+
+
+# ------------------------------------------------------------------------------------- small side tables
+
+
+def side_table(path: str | Path, *, what: str, hint: str, header: bool | None = True) -> pl.DataFrame:
+    """A small side table (fold file, trust graph …) as text columns: CSV, or TSV when its first line has a
+    tab. ``header`` None: a header unless the first two fields are whole numbers. ``what`` names the setting
+    in errors, ``hint`` says what to give."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"{what}: no such file; {hint}", path=p)
+    with open(p, encoding="utf-8", errors="replace") as f:
+        head = f.readline()
+    sep = "\t" if "\t" in head else ","
+    if header is None:
+        first = head.strip().split(sep)
+        header = not (len(first) >= 2 and all(x.strip().lstrip("-").isdigit() for x in first[:2]))
+    try:
+        return pl.read_csv(p, separator=sep, has_header=header, infer_schema=False)
+    except pl.exceptions.PolarsError as err:
+        raise InputError(f"{what} is not a readable CSV ({err})", path=p) from None
