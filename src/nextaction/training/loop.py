@@ -75,6 +75,7 @@ def step_loss(
     matmul_dtype: torch.dtype = torch.float32,
     behavior_negatives: ContemporaryItems | None = None,
     item_stats: ItemStats | None = None,
+    behavior_weight: float = 1.0,
     outcome_weight: float = 0.0,
 ) -> tuple[torch.Tensor, int]:
     """Loss of one batch of windows: every position predicts the next event. Returns (loss, targets).
@@ -156,7 +157,7 @@ def step_loss(
         L = inputs.items.shape[1]
         upto = torch.arange(L, device=device).expand(len(inputs.items), L)
         logits = model.behavior_logits(h, inputs.items, inputs.behaviors, cand, upto, cand_stats)
-        loss = loss + cfg.behavior_weight * losses.multilabel_bce(logits[mask], labels[mask])
+        loss = loss + behavior_weight * losses.multilabel_bce(logits[mask], labels[mask])
     if outcome_weight and item_stats is not None:
         # the next event's behaviour given its item: the head with the true next item as sole candidate
         B, L = inputs.items.shape
@@ -278,6 +279,13 @@ def resolve_outcome_weight(cfg: TrainConfig, data: PreparedDataset) -> float:
     if cfg.outcome_weight is not None:
         return cfg.outcome_weight
     return 1.0 if data.clock == CLOCK_POSITIONS else 0.0
+
+
+def resolve_behavior_weight(cfg: TrainConfig, data: PreparedDataset) -> float:
+    """train.behavior_weight, with None = 1.0, or 0 when the outcome objective is on (see TrainConfig)."""
+    if cfg.behavior_weight is not None:
+        return cfg.behavior_weight
+    return 0.0 if resolve_outcome_weight(cfg, data) else 1.0
 
 
 def validation_users(data: PreparedDataset, cfg: TrainConfig) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -413,17 +421,14 @@ def fit(
     if info.distributed:
         valid_seqs = distributed.shard_users(valid_seqs, info.rank, info.world_size)
     matmul_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    head = model_cfg.behavior_head and cfg.behavior_weight > 0
+    behavior_weight = resolve_behavior_weight(cfg, data)
+    head = model_cfg.behavior_head and behavior_weight > 0
     outcome_weight = resolve_outcome_weight(cfg, data) if model_cfg.behavior_head else 0.0
-    if outcome_weight and not head:
-        raise ValueError(
-            "train.outcome_weight needs the behaviour head's statistics: keep behavior_weight > 0"
-        )
     # Item counts: every event before the query moment, except the test split and, when validation events
     # are learned, the validated users' validation window (the checkpoint is chosen on it): then exactly
     # the events trained on.
     item_stats = None
-    if head:
+    if head or outcome_weight:
         nb = len(data.behaviors) - 1
         item_stats = (
             ItemStats(data.seqs, nb)
@@ -464,7 +469,7 @@ def fit(
     if info.distributed:
         # Parameters that no loss term uses (ID embeddings with text-only items, a head with weight 0)
         # need DDP's search for unused parameters; otherwise every parameter gets a gradient each step.
-        unused = model_cfg.fusion == "text" or (model_cfg.behavior_head and not head)
+        unused = model_cfg.fusion == "text" or (model_cfg.behavior_head and not head and not outcome_weight)
         step = distributed.wrap(step, find_unused_parameters=unused)
 
     t_start = time.perf_counter() - state.seconds
@@ -493,6 +498,7 @@ def fit(
                     matmul_dtype=matmul_dtype,
                     behavior_negatives=behavior_negatives,
                     item_stats=item_stats,
+                    behavior_weight=behavior_weight,
                     outcome_weight=outcome_weight,
                 )
             opt.zero_grad(set_to_none=True)
