@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install browser bench bench-data bench-behaviors bench-scenarios bench-text bench-serve bench-explain bench-scale ablate gpu-carry gpu-dry-run clean
+.PHONY: demo test lint install browser bench bench-data bench-behaviors bench-scenarios bench-privacy bench-text bench-serve bench-explain bench-scale ablate gpu-carry gpu-dry-run clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench-behaviors: $(STAMP)
 # 2009 fold here), StackExchange routing, CiaoDVD with and without its trust graph; --reuse keeps done folds
 bench-scenarios: $(STAMP)
 	$(BIN)/python bench/bench_scenarios.py
+
+# Private training (user-level DP-SGD) on Beauty and MovieLens-100k at ε 1…16 and ∞, ID and text designs,
+# with the membership audit of every model (BENCHMARKS.md "Privacy")
+bench-privacy: $(STAMP)
+	$(BIN)/python bench/bench_privacy.py
 
 # Encoding, then id vs id+text on Beauty (standard and cold-item split), two seeds each (~2 h on 2 cores;
 # --only/--seeds/--reuse split it over processes, see bench/bench_text.py)

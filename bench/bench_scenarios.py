@@ -158,6 +158,17 @@ def kt_markdown(results: dict[str, list[dict]]) -> str:
                 + f"commit {f['commit']}, {f['date']}"
                 + (f" ({f['note']})" if f.get("note") else "")
             )
+    # other schedules measured on a fold, kept beside the table (e.g. 2017's 50-epoch default, cut short)
+    for name in results:
+        for path in sorted((CACHE / name).glob("fold*_*.json")):
+            f = json.loads(path.read_text())
+            lines.append(
+                f"- {name} fold {f['fold']}, another schedule ({path.stem.split('_', 1)[1]}): AUC "
+                f"{f['outcome']['nextaction']['auc']['correct']:.4f} "
+                f"(95% CI {f['outcome']['nextaction']['auc_ci95']['correct']}); best epoch {f['best_epoch']} of "
+                f"{f['epochs_run']}; training {f['train_wall_s'] / 60:.1f} min; commit {f['commit']}, {f['date']}"
+                + (f" ({f['note']})" if f.get("note") else "")
+            )
     if results:
         first = next(iter(f for folds in results.values() for f in folds), None)
         if first is not None:

@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("scoring", ("scoring",)),
     ("behavior", ("behavior",)),
     ("training", ("training",)),
+    ("privacy", ("privacy",)),
     ("text", ("text",)),
     ("explain", ("explain", "retrieval", "routing")),
     ("predictor", ("predictor", "workflow")),

@@ -70,13 +70,15 @@ def from_lists(
     return Batch(*(torch.from_numpy(a) for a in out))
 
 
-def training_sequences(seqs: Sequences, *, also: np.ndarray | None = None) -> Sequences:
+def training_sequences(
+    seqs: Sequences, *, also: np.ndarray | None = None, only: np.ndarray | None = None
+) -> Sequences:
     """Only the TRAIN events of every user, as a compact CSR (what the model may learn from).
 
     also: optional (n_events,) bool mask of further events to learn from (validation events of users who
-    are not validated, see train.validation_users).
+    are not validated, see train.validation_users). only: the (n_events,) mask of events to keep instead.
     """
-    keep = np.asarray(seqs.split) == TRAIN
+    keep = np.asarray(seqs.split) == TRAIN if only is None else only
     if also is not None:
         keep = keep | also
     return _select_events(seqs, keep)

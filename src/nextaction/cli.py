@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nextaction.errors import InputError
@@ -478,6 +479,34 @@ def route(
 
 
 @app.command()
+def audit(
+    model_dir: Annotated[Path, typer.Argument(help="trained model directory (with held-out users)")],
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help="a model trained on the same data with more users held out: adds the calibrated attack",
+        ),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Membership inference on users: can the model tell the people it was trained on from others?"""
+    from nextaction.privacy.audit import audit_dir
+
+    result = audit_dir(model_dir, reference=reference)
+    if json_:
+        _print_json(result)
+        return
+    table = Table("attack", "AUC", "95% CI", "TPR @ 1% FPR", title=f"membership inference on {model_dir}")
+    for name, a in result["attacks"].items():
+        table.add_row(name, f"{a['auc']:.4f}", str(a["auc_ci95"]), f"{a['tpr_at_1pct_fpr']:.3f}")
+    out.print(table)
+    if privacy := result.get("privacy"):
+        out.print(f"trained with user-level DP: ε = {privacy['epsilon']:.3g}, δ = {privacy['delta']:.3g}")
+    out.print(f"protocol: {result['protocol']}")
+
+
+@app.command()
 def history(
     model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
     user: Annotated[str, typer.Option("--user", help="user id from the training data")],
@@ -695,7 +724,8 @@ def main() -> None:
         # Standalone mode: click handles --help, usage errors (exit 2) and exits with SystemExit.
         app()
     except InputError as e:
-        err.print(f"[red]error:[/red] {e.one_line()}", highlight=False, soft_wrap=True)
+        # escaped: a message may quote a [section] that Rich would take for markup and drop
+        err.print(f"[red]error:[/red] {escape(e.one_line())}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("aborted")

@@ -146,9 +146,21 @@ def mixture_cross_entropy(
     copy_items: (P, L) their item_idx; targets: (P,). The normaliser adds the history's mass to the
     catalogue's; the target's mass adds every slot holding the target.
     """
-    log_z = torch.logaddexp(lse, torch.logsumexp(copy_scores.float(), dim=1))
-    own = copy_scores.float().masked_fill(copy_items != targets[:, None], REPEAT_MASK)
-    return (log_z - torch.logaddexp(target_logit, torch.logsumexp(own, dim=1))).mean()
+    return mixture_nll(lse, target_logit, copy_scores, copy_items, targets).mean()
+
+
+def mixture_nll(
+    lse: torch.Tensor,
+    target_logit: torch.Tensor,
+    copy_scores: torch.Tensor,
+    copy_items: torch.Tensor,
+    targets: torch.Tensor,
+) -> torch.Tensor:
+    """(…,) cross-entropy of each position under the repeat/explore mixture (see mixture_cross_entropy);
+    the leading dimensions are free, the last one of ``copy_scores``/``copy_items`` is the history's L."""
+    log_z = torch.logaddexp(lse, torch.logsumexp(copy_scores.float(), dim=-1))
+    own = copy_scores.float().masked_fill(copy_items != targets[..., None], REPEAT_MASK)
+    return log_z - torch.logaddexp(target_logit, torch.logsumexp(own, dim=-1))
 
 
 def sampled_softmax(

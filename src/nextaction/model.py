@@ -101,6 +101,9 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.dim, cfg.dim)
         self.attn_dropout = cfg.attn_dropout
         self.drop = nn.Dropout(cfg.dropout)
+        # The attention written out instead of the fused kernel: torch.func's vmap has no batching rule for
+        # the fused CPU kernel and would loop over the batch (per-user gradients, privacy/dp.py, set this).
+        self.explicit = False
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, L, D); bias: optional (H, L, L) additive attention bias, -inf above the diagonal."""
@@ -108,6 +111,16 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(D, dim=2)
         # (B, L, D) -> (B, H, L, D/H)
         q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        if self.explicit:
+            att = q @ k.transpose(-2, -1) / math.sqrt(D // self.n_heads)  # (B, H, L, L)
+            if bias is None:
+                causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+                att = att.masked_fill(~causal, float("-inf"))
+            else:
+                att = att + bias
+            att = F.dropout(torch.softmax(att, dim=-1), self.attn_dropout, self.training)
+            y = (att @ v).transpose(1, 2).reshape(B, L, D)
+            return self.drop(self.proj(y))
         y = F.scaled_dot_product_attention(
             q,
             k,

@@ -92,8 +92,13 @@ def train_model(
     from nextaction.training.state import TEXT_MODEL_EPOCHS, TrainConfig
 
     out = Path(out)
-    sections = load_sections(config_path, sets or [], sections=("model", "train", "prepare", "text"))
+    from nextaction.privacy.dp import PrivacyConfig
+
+    sections = load_sections(
+        config_path, sets or [], sections=("model", "train", "prepare", "text", "privacy")
+    )
     train_cfg = build(TrainConfig, sections["train"], where="[train]")
+    privacy_cfg = build(PrivacyConfig, sections["privacy"], where="[privacy]")
     info = distributed.init_from_env()
     main = info.is_main
     if not main:
@@ -149,8 +154,9 @@ def train_model(
                 "text_dim": 0 if item_text is None else item_text.shape[1],
                 "fusion": "id" if item_text is None else "id+text",
                 # behaviour probabilities are the point of a multi-behaviour log; single-behaviour logs
-                # skip the head unless asked (it would only predict "interacts")
-                "behavior_head": len(data.behaviors) > 2,
+                # skip the head unless asked (it would only predict "interacts"). Private models too: the
+                # head reads item statistics counted over every user (privacy.dp.check_private).
+                "behavior_head": len(data.behaviors) > 2 and not privacy_cfg.enabled,
                 # repeats are served there (seen items stay candidates): score them as such
                 "repeat_score": len(data.behaviors) > 2,
                 # a log without a clock has position steps for gaps: nothing to learn from them
@@ -162,7 +168,8 @@ def train_model(
         )
         if model_cfg.fusion == "id+text" and "epochs" not in sections["train"]:
             train_cfg = replace(train_cfg, epochs=TEXT_MODEL_EPOCHS)
-        precision = device_precision(train_cfg.precision, info.device)
+        # private training computes per-user gradients in fp32 (privacy/dp.py)
+        precision = "fp32" if privacy_cfg.enabled else device_precision(train_cfg.precision, info.device)
         on_gpu = info.device.type == "cuda"
         note = "fp32" if precision == "fp32" else "autocast" if on_gpu else "native bf16 matmuls on this CPU"
         log(f"precision: {precision} ({note})")
@@ -171,17 +178,47 @@ def train_model(
                 f", {info.world_size} processes ({'NCCL' if on_gpu else 'gloo'})" if info.distributed else ""
             )
             log(f"device: {info.device}{ranks}")
-        model, state = fit(
-            data,
-            model_cfg,
-            train_cfg,
-            out_dir=out,
-            resume=resume,
-            on_epoch=on_epoch,
-            progress=progress,
-            item_text=item_text,
-            dist_info=info,
-        )
+        privacy = None
+        if privacy_cfg.enabled:
+            from nextaction.privacy.dp import check_private, fit_private
+
+            if "holdout_users" not in sections["train"]:
+                train_cfg = replace(train_cfg, holdout_users=1000)
+            check_private(
+                model_cfg,
+                train_cfg,
+                explicit_train=sections["train"],
+                distributed=info.distributed,
+                resume=resume,
+            )
+            train_cfg = replace(train_cfg, new_item_tolerance=-1.0)
+            model, state, privacy = fit_private(
+                data,
+                model_cfg,
+                train_cfg,
+                privacy_cfg,
+                out_dir=out,
+                item_text=item_text,
+                on_epoch=on_epoch,
+                progress=progress,
+            )
+            log(
+                f"user-level DP: ε = {privacy['epsilon']:.3g} (target {privacy_cfg.epsilon:g}), "
+                f"δ = {privacy['delta']:.3g}, noise multiplier {privacy['noise_multiplier']:.3g}, "
+                f"{privacy['steps']} steps at q = {privacy['sample_rate']:.4f}"
+            )
+        else:
+            model, state = fit(
+                data,
+                model_cfg,
+                train_cfg,
+                out_dir=out,
+                resume=resume,
+                on_epoch=on_epoch,
+                progress=progress,
+                item_text=item_text,
+                dist_info=info,
+            )
         if main:
             exclude_seen = (
                 default_exclude_seen(data) if train_cfg.exclude_seen is None else train_cfg.exclude_seen
@@ -209,6 +246,7 @@ def train_model(
                     "new_item_offset": new_items,
                     "text": text_info,
                     "world_size": info.world_size,
+                    "privacy": privacy,
                 },
             )
             plot_metrics(out)
@@ -488,9 +526,21 @@ def evaluate_dir(
     }
     learned = config.get("learned_valid_events")
     if learned:
+        sample = (
+            f"train.holdout_users = {train_cfg.holdout_users}, never trained on"
+            if train_cfg.holdout_users
+            else f"train.valid_holdout = {train_cfg.valid_holdout}"
+        )
         result["protocol"]["trained_on"] = (
             f"train events + the validation events of {learned} users outside the validation sample "
-            f"(train.valid_holdout = {config.get('train', {}).get('valid_holdout')}); test events never"
+            f"({sample}); test events never"
+        )
+    if privacy := config.get("privacy"):
+        result["privacy"] = privacy
+        result["protocol"]["trained_on"] = (
+            f"user-level DP-SGD (ε = {privacy['epsilon']:.3g}, δ = {privacy['delta']:.3g}) on "
+            f"{privacy['training_users']} users; {privacy['held_out_users']} held-out users never trained on "
+            "(the checkpoint is chosen on them); test events never"
         )
     if users is not None:
         result["protocol"]["validation_users"] = (

@@ -44,7 +44,7 @@ from nextaction.behavior.candidates import (
     window_popularity,
 )
 from nextaction.behavior.ranker import ModelBehaviorScorer
-from nextaction.data.dataset import PreparedDataset
+from nextaction.data.dataset import PreparedDataset, Sequences
 from nextaction.data.schema import CLOCK_POSITIONS, COLD, ITEM_IDX, SPLIT, TRAIN, VALID
 from nextaction.data.vocab import category_codes
 from nextaction.device import batch_to_device, device_precision
@@ -300,9 +300,19 @@ def validation_users(data: PreparedDataset, cfg: TrainConfig) -> tuple[np.ndarra
     loo = data.report.get("split", {}).get("kind") == "leave_one_out"
     holdout = cfg.valid_holdout if loo else 0
     n = min((k for k in (cfg.valid_users, holdout) if k > 0), default=0)
-    if not n or n >= len(examples):
+    if cfg.holdout_users:
+        # Held-out users are the validation users; on leave-one-out the others' validation events are
+        # learned. The first n of a fixed permutation: a model holding out more users holds out these too
+        # (the membership audit's reference model relies on it).
+        n = min(cfg.holdout_users, len(examples) // 2)
+        if n < 1:
+            raise ValueError("train.holdout_users needs users with validation targets")
+        validated = np.sort(examples.user_idx[np.random.default_rng(0).permutation(len(examples))[:n]])
+        holdout = int(loo)
+    elif not n or n >= len(examples):
         return None, None
-    validated = examples.sample(n).user_idx
+    else:
+        validated = examples.sample(n).user_idx
     if not holdout:
         return validated, None
     seqs = data.seqs
@@ -322,7 +332,31 @@ def held_out_validation_users(data: PreparedDataset, cfg: TrainConfig) -> np.nda
     taken on validation after training (behaviour ranker, calibration, thresholds, the new-item offset) and
     ``evaluate --split valid`` read only these users: the others' validation events are training data."""
     validated, learned = validation_users(data, cfg)
-    return None if learned is None else validated
+    return validated if learned is not None or cfg.holdout_users else None
+
+
+def held_out_users(data: PreparedDataset, cfg: TrainConfig) -> np.ndarray | None:
+    """Sorted positions of the users never trained on (train.holdout_users), or None."""
+    if not cfg.holdout_users:
+        return None
+    validated, _ = validation_users(data, cfg)
+    assert validated is not None
+    return np.sort(validated)
+
+
+def learned_sequences(data: PreparedDataset, cfg: TrainConfig, learned_valid: np.ndarray | None) -> Sequences:
+    """What the model learns from: every TRAIN event, the learned validation events, and nothing at all of
+    the held-out users (train.holdout_users)."""
+    also = learned_valid
+    held = held_out_users(data, cfg)
+    if held is None:
+        return training_sequences(data.seqs, also=also)
+    lengths = np.diff(np.asarray(data.seqs.offsets))
+    is_held = np.zeros(len(lengths), dtype=bool)
+    is_held[held] = True
+    of_held = np.repeat(is_held, lengths)
+    keep = ((np.asarray(data.seqs.split) == TRAIN) | (False if also is None else also)) & ~of_held
+    return training_sequences(data.seqs, only=keep)
 
 
 def trained_view(data: PreparedDataset, cfg: TrainConfig) -> PreparedDataset:
@@ -395,7 +429,7 @@ def fit(
         (out_dir / "metrics.jsonl").unlink()
 
     validated, learned_valid = validation_users(data, cfg)
-    train_seqs = training_sequences(data.seqs, also=learned_valid)
+    train_seqs = learned_sequences(data, cfg, learned_valid)
     state.learned_valid_events = 0 if learned_valid is None else int(learned_valid.sum())
     starts, lengths = training_windows(train_seqs, model_cfg.max_len)
     if model.text_proj is not None:

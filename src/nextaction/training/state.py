@@ -28,6 +28,10 @@ class TrainConfig:
     # events of all the others — the most recent transitions, 11% more targets on Beauty. The test events
     # stay unseen. 0 = validate on every user and learn from no validation event.
     valid_holdout: int = 5000
+    # Users (a fixed sample with validation targets, seed 0) whose events are never trained on: validation
+    # and checkpoint selection read them only. Private training holds users out so (privacy/dp.py); they
+    # are the non-members of the membership audit (privacy/audit.py). 0 = none.
+    holdout_users: int = 0
     # Models with item text: new (text-only) items get the largest score offset that costs at most this
     # share of validation NDCG@10 (fit_new_item_offset) — their exposure against accuracy. -1 = no offset.
     new_item_tolerance: float = 0.02
