@@ -18,8 +18,10 @@ from nextaction.batches import gather_padded, training_sequences
 from nextaction.data.dataset import Sequences
 from nextaction.model import CausalSelfAttention, ModelConfig, NextActionModel
 from nextaction.privacy.dp import (
+    GhostItemTable,
     PrivacyConfig,
     UserLoss,
+    add_clipped,
     fit_private,
     per_user_gradients,
     sample_windows,
@@ -69,9 +71,20 @@ def test_per_user_gradients_equal_each_users_own_backward(repeat: bool) -> None:
             assert torch.allclose(grads[n][u], expected, atol=1e-5), (u, n)
 
 
-def test_window_nll_is_the_mean_cross_entropy_of_the_model() -> None:
-    """window_nll (the vmappable form) gives the model's ordinary cross-entropy on real positions."""
-    model = tiny_model()
+@pytest.mark.parametrize("fusion", ["id", "text"])
+def test_window_nll_is_the_cross_entropy_of_the_model(fusion: str) -> None:
+    """window_nll (the vmappable form; text items through the reassociated product) gives the model's
+    ordinary cross-entropy on real positions."""
+    if fusion == "id":
+        model = tiny_model()
+    else:
+        torch.manual_seed(0)
+        cfg = ModelConfig(n_items=30, n_behaviors=3, dim=16, n_heads=2, n_layers=1, max_len=10, dropout=0.0,
+                          text_dim=24, fusion="text")  # fmt: skip
+        model = NextActionModel(cfg)
+        with torch.no_grad():
+            model.text_emb.normal_()
+            model.text_emb[0] = 0.0
     model.eval()
     items, behaviors, times = windows(2, 10, [11, 4])
     nll, keep = window_nll(model, items, behaviors, times)
@@ -102,7 +115,6 @@ def test_clipping_bounds_each_users_contribution_whatever_their_events() -> None
         timestamps=np.arange(1005) * 60_000,
         split=np.zeros(1005, dtype=np.int8),
     )
-    moved = []
     for user in (0, 1):
         starts, lengths = sample_windows(seqs, np.array([user]), L + 1, rng)
         assert lengths[0] == min(n[user], L + 1)
@@ -110,19 +122,49 @@ def test_clipping_bounds_each_users_contribution_whatever_their_events() -> None
         grads, _ = grads_of(b.items, b.behaviors, b.timestamps)
         raw = math.sqrt(sum(float(g.pow(2).sum()) for g in grads.values()))
         assert raw > C  # clipping is active for both users
-        before = {k: p.detach().clone() for k, p in params.items()}
-        opt = DPOptimizer(torch.optim.SGD(list(params.values()), lr=1.0), noise_multiplier=0.0,
-                          max_grad_norm=C, expected_batch_size=1)  # fmt: skip
-        for k, p in params.items():
-            p.grad_sample = grads[k]
-        opt.step()
-        opt.zero_grad()
-        delta = math.sqrt(sum(float((p.detach() - before[k]).pow(2).sum()) for k, p in params.items()))
-        moved.append(delta)
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(before[k])
-    assert moved[0] == pytest.approx(C, rel=1e-3) and moved[1] == pytest.approx(C, rel=1e-3)
+        sums = {k: torch.zeros_like(p) for k, p in params.items()}
+        add_clipped(sums, grads, max_norm=C)
+        moved = math.sqrt(sum(float(v.pow(2).sum()) for v in sums.values()))
+        assert moved == pytest.approx(C, rel=1e-3)
+
+
+def test_clipped_sums_are_opacus_dpoptimizers() -> None:
+    """add_clipped clips and sums as Opacus's DPOptimizer does (its clip_and_accumulate, noise aside)."""
+    model = tiny_model()
+    loss = UserLoss(model)
+    params = {n: p for n, p in loss.named_parameters() if p.requires_grad}
+    grads, _ = per_user_gradients(loss, params, dict(loss.named_buffers()))(*windows(4, 10, [11, 7, 3, 2]))
+    sums = {k: torch.zeros_like(p) for k, p in params.items()}
+    add_clipped(sums, grads, max_norm=0.3)
+    opt = DPOptimizer(torch.optim.SGD(list(params.values()), lr=1.0), noise_multiplier=0.0, max_grad_norm=0.3,
+                      expected_batch_size=4)  # fmt: skip
+    for k, p in params.items():
+        p.grad_sample = grads[k]
+    opt.clip_and_accumulate()
+    for k, p in params.items():
+        assert torch.allclose(sums[k], p.summed_grad, atol=1e-6), k
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])
+def test_ghost_clipping_equals_materialised_per_user_gradients(max_norm: float) -> None:
+    """The ID table's ghost norms and clipped sum (never forming a user's table gradient) equal the clipped
+    sum of the materialised per-user gradients, with clipping active (1e-3) and inactive (1e3). Window 0
+    repeats an item, so the tied table's input and output uses overlap (the cross term)."""
+    model = tiny_model()
+    loss = UserLoss(model)
+    params = {n: p for n, p in loss.named_parameters() if p.requires_grad}
+    items, behaviors, times = windows(4, 10, [11, 7, 3, 2])
+    items[0, 3] = items[0, 1] = items[0, 5]
+    grads, values = per_user_gradients(loss, params, dict(loss.named_buffers()))(items, behaviors, times)
+    expected = {k: torch.zeros_like(p) for k, p in params.items()}
+    add_clipped(expected, grads, max_norm=max_norm)
+    assert GhostItemTable.fits(model)
+    ghost = GhostItemTable(model, params)
+    got = {k: torch.zeros_like(p) for k, p in params.items()}
+    ghost_values = ghost.add_clipped(got, items, behaviors, times, max_norm=max_norm)
+    assert torch.allclose(ghost_values, values, atol=1e-5)
+    for k in params:
+        assert torch.allclose(got[k], expected[k], atol=1e-6, rtol=1e-4), k
 
 
 def test_epsilon_is_opacus_rdp_of_the_steps_taken(tmp_path: Path) -> None:

@@ -425,17 +425,31 @@ class NextActionModel(nn.Module):
             return h
         return torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)
 
-    def forward(self, items: torch.Tensor, behaviors: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        items: torch.Tensor,
+        behaviors: torch.Tensor,
+        timestamps: torch.Tensor,
+        *,
+        item_vecs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """items, behaviors: (B, L) long, right-padded with 0; timestamps: (B, L) int64 ms.
 
         Returns (B, L, D) user states; row t summarises events 0..t and scores the event at t+1.
+        ``item_vecs``: (B, L, D) the items' vectors, given instead of looked up (private training takes the
+        gradient with respect to them: privacy/dp.py).
         """
         L = items.shape[1]
         if self.cfg.max_len < L:
             raise ValueError(f"sequence length {L} exceeds max_len {self.cfg.max_len}")
         mask = items != PAD
         pos = torch.arange(L, device=items.device)
-        x = self.event_embeddings(items, behaviors) + self.pos_emb(pos)
+        what = (
+            self.event_embeddings(items, behaviors)
+            if item_vecs is None
+            else item_vecs + self.behavior_emb(behaviors)
+        )
+        x = what + self.pos_emb(pos)
         if self.cfg.time_gaps:
             x = x + self.time_emb(time_gap_buckets(timestamps, mask, self.cfg.time_buckets))
         x = self.drop(x * mask.unsqueeze(-1))

@@ -8,12 +8,15 @@ stopping included) into (ε, δ). Removing or adding one user then changes the r
 by at most that (ε, δ), however many events the user has.
 
 What runs on which engine:
-- Opacus: the noise multiplier for a target ε (``get_noise_multiplier``), the accountant (RDP by default,
-  PRV on request), and the optimiser wrapper that clips per-user gradients, sums them, adds the noise and
-  scales (``DPOptimizer``).
+- Opacus: the noise multiplier for a target ε (``get_noise_multiplier``) and the accountant (RDP by default,
+  PRV on request), which composes every step taken.
 - Per-user gradients: ``torch.func`` (``vmap`` of ``grad`` over users, in chunks). Opacus's own per-sample
   machinery (GradSampleModule hooks) does not fit this model: the tied item table is used twice, by the input
   lookup and by the output layer outside any module call, and hooks would see only the first use.
+- Clipping and noise: :func:`add_clipped` and one Gaussian draw per parameter and step, the arithmetic of
+  Opacus's ``DPOptimizer`` (a test checks the sums against its ``clip_and_accumulate``). Done here because
+  plain ID models clip the item table without materialising its per-user gradients
+  (:class:`GhostItemTable`), which DPOptimizer cannot take.
 
 Shapes: U users in a chunk, L = max_len (+1 for the window's last target), D dim, I = n_items + 1.
 """
@@ -144,7 +147,14 @@ def window_nll(
     # padding targets point at item 1 instead of the -inf padding column: weighted 0 either way, but
     # inf × 0 would be NaN
     targets = torch.where(keep, targets, torch.ones_like(targets))
-    logits = m.output_states(h) @ m.output_embeddings().T  # (B, L, I)
+    if m.cfg.fusion == "text" and m.out_emb is None and not m.cfg.categorical and m.score_bias() is None:
+        # Text items: e_i = W t_i + b, so h·e_i = (hW)·t_i + h·b. Multiplying h by W first keeps the
+        # catalogue out of the projection's gradient: per user it is (dZ T)ᵀ-sized (L × text_dim) work
+        # instead of the (I × D) item-vector gradient pushed through W — 16× less on Beauty.
+        assert m.text_proj is not None
+        logits = (h @ m.text_proj.weight) @ m.text_emb.T + (h @ m.text_proj.bias)[..., None]  # (B, L, I)
+    else:
+        logits = m.output_states(h) @ m.output_embeddings().T  # (B, L, I)
     is_pad = torch.arange(logits.shape[-1], device=logits.device) == PAD
     logits = logits.float().masked_fill(is_pad, float("-inf"))
     lse = torch.logsumexp(logits, dim=-1)
@@ -195,6 +205,143 @@ def per_user_gradients(
     return per_user
 
 
+def clip_factors(norm2: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """(U,) factors that scale each user's gradient to L2 norm ≤ max_norm (Opacus's formula)."""
+    return (max_norm / (norm2.sqrt() + 1e-6)).clamp(max=1.0)
+
+
+def add_clipped(sums: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], *, max_norm: float) -> None:
+    """sums[name] += Σ_u c_u · grads[name][u], with c_u clipping user u's whole gradient (all parameters)."""
+    norm2 = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())
+    c = clip_factors(norm2, max_norm)  # type: ignore[arg-type]
+    for n, g in grads.items():
+        sums[n] += torch.einsum("u,u...->...", c, g)
+
+
+class GhostItemTable:
+    """Per-user clipping of a plain ID model without materialising the item table's per-user gradients.
+
+    The table E (I × D) is used twice: the inputs look rows up (X = E[x]) and the output layer scores the
+    catalogue (Z = S Eᵀ). User u's gradient of E is G_u = scatter(x, dX) + dZᵀ S, an (I × D) matrix per user
+    — 775k numbers on Beauty, which is what made per-user gradients slow and memory-bound. Its squared
+    norm needs only (L × L) products (the "ghost norm" of Li et al., 2022, with the cross term of the tied
+    uses):
+
+        ‖G‖² = Σ_tt' (dZ dZᵀ)_tt' (S Sᵀ)_tt' + Σ_tt' [x_t = x_t'] (dX dXᵀ)_tt' + 2 Σ_tt' dZ[t', x_t] (S dXᵀ)_t't
+
+    and the clipped sum over users is one scatter plus one matmul: Σ_u c_u G_u = scatter(x, c·dX) +
+    (c·dZ)ᵀ S. The rest of the model (a few hundred thousand parameters) gets ordinary per-user gradients
+    by vmap. dZ is the softmax's own gradient, (P − onehot) · keep / n, computed from S and E.
+    """
+
+    NAME = "model.item_emb.weight"
+
+    @staticmethod
+    def fits(model: NextActionModel) -> bool:
+        """Tied ID embeddings and nothing else on the item side (no text, categories, bias, repeat scores)."""
+        return (
+            model.text_proj is None
+            and model.out_emb is None
+            and model.out_bias is None
+            and not model.cfg.categorical
+            and model.repeat is None
+        )
+
+    def __init__(self, model: NextActionModel, params: dict[str, torch.Tensor]) -> None:
+        from torch.func import functional_call, grad_and_value, vmap
+
+        self.model = model
+        self.table = params[self.NAME]
+        self.rest = {n: p for n, p in params.items() if n != self.NAME}
+        loss = _GhostLoss(model)
+
+        def one(
+            rest: dict[str, torch.Tensor],
+            x_vecs: torch.Tensor,
+            items: torch.Tensor,
+            behaviors: torch.Tensor,
+            times: torch.Tensor,
+            table: torch.Tensor,
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            return functional_call(loss, rest, (items, behaviors, times, x_vecs, table), strict=False)
+
+        self._grads = vmap(
+            grad_and_value(one, argnums=(0, 1), has_aux=True),
+            in_dims=(None, 0, 0, 0, 0, None),
+            randomness="different",
+        )
+
+    @torch.no_grad()
+    def add_clipped(
+        self,
+        sums: dict[str, torch.Tensor],
+        items: torch.Tensor,
+        behaviors: torch.Tensor,
+        timestamps: torch.Tensor,
+        *,
+        max_norm: float,
+    ) -> torch.Tensor:
+        """Add the chunk's clipped per-user gradients to ``sums``; return the (U,) per-user losses.
+
+        items, behaviors, timestamps: (U, L + 1) windows, right-padded."""
+        E = self.table.detach()
+        x = items[:, :-1]  # (U, L) inputs
+        (d_rest, dX), (values, S) = self._grads(self.rest, E[x], items, behaviors, timestamps, E)
+        targets = items[:, 1:]
+        keep = ((targets != PAD) & (x != PAD)).float()
+        n = keep.sum(1).clamp(min=1.0)
+        Z = S @ E.T  # (U, L, I)
+        Z[..., PAD] = float("-inf")
+        dZ = torch.softmax(Z, dim=-1)
+        dZ.scatter_add_(-1, targets[..., None], -torch.ones_like(dZ[..., :1]))
+        dZ *= (keep / n[:, None])[..., None]
+        real = (x != PAD).float()
+        dX = dX * real[..., None]
+        # ‖G_u‖² of the table from (L × L) products, see the class docstring
+        out_term = ((dZ @ dZ.transpose(1, 2)) * (S @ S.transpose(1, 2))).sum((1, 2))
+        same = (x[:, :, None] == x[:, None, :]).float() * real[:, :, None] * real[:, None, :]
+        in_term = ((dX @ dX.transpose(1, 2)) * same).sum((1, 2))
+        at_inputs = dZ.gather(2, x[:, None, :].expand(-1, x.shape[1], -1))  # [u, t', t] = dZ[u, t', x_t]
+        cross = 2 * (at_inputs * (S @ dX.transpose(1, 2))).sum((1, 2))
+        norm2 = out_term + in_term + cross + sum(g.flatten(1).pow(2).sum(1) for g in d_rest.values())
+        c = clip_factors(norm2.clamp(min=0.0), max_norm)  # type: ignore[arg-type]
+        for name, g in d_rest.items():
+            sums[name] += torch.einsum("u,u...->...", c, g)
+        table = sums[self.NAME]
+        table.index_add_(0, x.reshape(-1), (c[:, None, None] * dX).reshape(-1, dX.shape[-1]))
+        table += (c[:, None, None] * dZ).reshape(-1, dZ.shape[-1]).T @ S.reshape(-1, S.shape[-1])
+        table[PAD] = 0.0  # the padding row never learns
+        return values
+
+
+class _GhostLoss(nn.Module):
+    """One user's mean next-item loss from given input item vectors and catalogue table (see
+    GhostItemTable); returns (loss, the output states S) so the table's gradient can be formed outside."""
+
+    def __init__(self, model: NextActionModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        items: torch.Tensor,
+        behaviors: torch.Tensor,
+        timestamps: torch.Tensor,
+        x_vecs: torch.Tensor,
+        table: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.model
+        x_items, targets = items[None, :-1], items[None, 1:]
+        h = m(x_items, behaviors[None, :-1], timestamps[None, :-1], item_vecs=x_vecs[None])  # (1, L, D)
+        keep = (targets != PAD) & (x_items != PAD)
+        targets = torch.where(keep, targets, torch.ones_like(targets))
+        logits = (h @ table.T).float()
+        logits = logits.masked_fill(torch.arange(logits.shape[-1]) == PAD, float("-inf"))
+        nll = torch.logsumexp(logits, dim=-1) - logits.gather(-1, targets[..., None])[..., 0]
+        loss = torch.where(keep, nll, 0.0).sum() / keep.sum().clamp(min=1)
+        return loss, h[0].detach()
+
+
 def fit_private(
     data: PreparedDataset,
     model_cfg: ModelConfig,
@@ -215,7 +362,6 @@ def fit_private(
     from opacus import __version__ as opacus_version
     from opacus.accountants import create_accountant
     from opacus.accountants.utils import get_noise_multiplier
-    from opacus.optimizers import DPOptimizer
 
     assert pcfg.epsilon is not None
     if cfg.threads:
@@ -264,14 +410,10 @@ def fit_private(
     buffers = dict(loss.named_buffers())
     grads_of = per_user_gradients(loss, params, buffers)
     noise_gen = torch.Generator().manual_seed(cfg.seed * 7919 + 1)
-    opt = DPOptimizer(
-        torch.optim.Adam(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay),
-        noise_multiplier=sigma,
-        max_grad_norm=pcfg.max_grad_norm,
-        expected_batch_size=max(1, round(expected)),
-        loss_reduction="mean",
-        generator=noise_gen,
-    )
+    opt = torch.optim.Adam(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # plain ID models: the item table's per-user gradients are never materialised (ghost clipping)
+    ghost = GhostItemTable(model, params) if GhostItemTable.fits(model) else None
+    C = pcfg.max_grad_norm
     exclude_seen = default_exclude_seen(data) if cfg.exclude_seen is None else cfg.exclude_seen
     valid_seqs = select_users(data.seqs, held)
     rng = np.random.default_rng([cfg.seed, 2718])
@@ -295,21 +437,22 @@ def fit_private(
             # one shape per chunk, and short histories (most users of a shop) then cost what they hold
             by_length = np.argsort(lengths, kind="stable")
             chunks = [by_length[k : k + pcfg.chunk] for k in range(0, len(picked), pcfg.chunk)]
-            for c, rows in enumerate(chunks or [np.arange(0)]):
-                if len(rows):
-                    b = gather_padded(
-                        learn, starts[rows], lengths[rows], pad_to=max(2, int(lengths[rows].max()))
-                    )
+            sums = {n: torch.zeros_like(p) for n, p in params.items()}
+            for rows in chunks:
+                b = gather_padded(learn, starts[rows], lengths[rows], pad_to=max(2, int(lengths[rows].max())))
+                if ghost is not None:
+                    values = ghost.add_clipped(sums, b.items, b.behaviors, b.timestamps, max_norm=C)
+                else:
                     grads, values = grads_of(b.items, b.behaviors, b.timestamps)
-                    total += float(values.detach().sum())
-                else:  # nobody drawn: the step still adds noise (and counts) — that is what is accounted
-                    grads = {n: torch.zeros((0, *p.shape)) for n, p in params.items()}
-                for n, p in params.items():
-                    p.grad_sample = grads[n]  # type: ignore[attr-defined]
-                if c < len(chunks) - 1:
-                    opt.signal_skip_step(do_skip=True)  # clip and accumulate; noise once, on the last chunk
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                    add_clipped(sums, grads, max_norm=C)
+                total += float(values.sum())
+            # noise once per step, drawn users or not (an empty draw still counts: it is what is accounted),
+            # over the expected, not the drawn, number of users (Opacus's DPOptimizer does the same)
+            for n, p in params.items():
+                noise = torch.normal(0.0, sigma * C, size=p.shape, generator=noise_gen)
+                p.grad = (sums[n] + noise) / expected
+            opt.step()
+            opt.zero_grad(set_to_none=True)
             accountant.step(noise_multiplier=sigma, sample_rate=q)
             state.step += 1
             drawn += len(picked)
