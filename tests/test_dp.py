@@ -87,7 +87,7 @@ def test_window_nll_is_the_cross_entropy_of_the_model(fusion: str) -> None:
             model.text_emb[0] = 0.0
     model.eval()
     items, behaviors, times = windows(2, 10, [11, 4])
-    nll, keep = window_nll(model, items, behaviors, times)
+    nll, keep, _, _ = window_nll(model, items, behaviors, times)
     h = model(items[:, :-1], behaviors[:, :-1], times[:, :-1])
     logits = h @ model.output_embeddings().T
     logits[..., 0] = float("-inf")

@@ -58,7 +58,7 @@ def user_losses(
     count = np.zeros(len(users))
     for k in range(0, len(starts), rows):
         b = gather_padded(seqs, starts[k : k + rows], lengths[k : k + rows], pad_to=model.cfg.max_len + 1)
-        nll, keep = window_nll(model, b.items, b.behaviors, b.timestamps)  # (W, L)
+        nll, keep, _, _ = window_nll(model, b.items, b.behaviors, b.timestamps)  # (W, L)
         nll = torch.where(keep, nll, 0.0)
         np.add.at(total, owner[k : k + rows], nll.sum(1).double().numpy())
         np.add.at(count, owner[k : k + rows], keep.sum(1).double().numpy())

@@ -129,25 +129,36 @@ class UserLoss(nn.Module):
 
     def forward(self, items: torch.Tensor, behaviors: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
         """items, behaviors, timestamps: (L + 1,) one user's window, right-padded. Returns a scalar."""
-        nll, keep = window_nll(self.model, items[None], behaviors[None], timestamps[None])
+        nll, keep, _, _ = window_nll(self.model, items[None], behaviors[None], timestamps[None])
         return torch.where(keep, nll, 0.0).sum() / keep.sum().clamp(min=1)
 
 
 def window_nll(
-    m: NextActionModel, items: torch.Tensor, behaviors: torch.Tensor, timestamps: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nll, keep), each (B, L): every position's next-item cross-entropy over the whole catalogue (the
-    repeat mixture for repeat-aware models), and whether it is a real (input, target) pair.
+    m: NextActionModel,
+    items: torch.Tensor,
+    behaviors: torch.Tensor,
+    timestamps: torch.Tensor,
+    *,
+    item_vecs: torch.Tensor | None = None,
+    table: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(nll, keep, h, logits): every position's next-item cross-entropy over the whole catalogue (the
+    repeat mixture for repeat-aware models) and whether it is a real (input, target) pair, each (B, L); the
+    output states (B, L, D) and the catalogue logits (B, L, I), column 0 -inf.
 
-    items, behaviors, timestamps: (B, L + 1) windows, right-padded. No data-dependent shapes (vmap)."""
+    items, behaviors, timestamps: (B, L + 1) windows, right-padded. No data-dependent shapes (vmap).
+    ``item_vecs`` (B, L, D) and ``table`` (I, D): the inputs' vectors and the scoring table, given instead of
+    read from the model (plain ID models, see GhostItemTable)."""
     x_items, x_behaviors, x_times = items[:, :-1], behaviors[:, :-1], timestamps[:, :-1]
     targets = items[:, 1:]  # (B, L)
-    h = m(x_items, x_behaviors, x_times)  # (B, L, D)
+    h = m(x_items, x_behaviors, x_times, item_vecs=item_vecs)  # (B, L, D)
     keep = (targets != PAD) & (x_items != PAD)
     # padding targets point at item 1 instead of the -inf padding column: weighted 0 either way, but
     # inf × 0 would be NaN
     targets = torch.where(keep, targets, torch.ones_like(targets))
-    if m.cfg.fusion == "text" and m.out_emb is None and not m.cfg.categorical and m.score_bias() is None:
+    if table is not None:
+        logits = h @ table.T  # (B, L, I)
+    elif m.cfg.fusion == "text" and m.out_emb is None and not m.cfg.categorical and m.score_bias() is None:
         # Text items: e_i = W t_i + b, so h·e_i = (hW)·t_i + h·b. Multiplying h by W first keeps the
         # catalogue out of the projection's gradient: per user it is (dZ T)ᵀ-sized (L × text_dim) work
         # instead of the (I × D) item-vector gradient pushed through W — 16× less on Beauty.
@@ -166,7 +177,7 @@ def window_nll(
         nll = mixture_nll(lse, target_logit, copy, x_items[:, None, :].expand_as(copy), targets)
     else:
         nll = lse - target_logit
-    return nll, keep
+    return nll, keep, h, logits
 
 
 def sample_windows(
@@ -286,13 +297,11 @@ class GhostItemTable:
         items, behaviors, timestamps: (U, L + 1) windows, right-padded."""
         E = self.table.detach()
         x = items[:, :-1]  # (U, L) inputs
-        (d_rest, dX), (values, S) = self._grads(self.rest, E[x], items, behaviors, timestamps, E)
+        (d_rest, dX), (values, (S, dZ)) = self._grads(self.rest, E[x], items, behaviors, timestamps, E)
         targets = items[:, 1:]
         keep = ((targets != PAD) & (x != PAD)).float()
         n = keep.sum(1).clamp(min=1.0)
-        Z = S @ E.T  # (U, L, I)
-        Z[..., PAD] = float("-inf")
-        dZ = torch.softmax(Z, dim=-1)
+        # dZ: the softmax of the forward pass, turned into the loss's gradient of the logits
         dZ.scatter_add_(-1, targets[..., None], -torch.ones_like(dZ[..., :1]))
         dZ *= (keep / n[:, None])[..., None]
         real = (x != PAD).float()
@@ -316,7 +325,8 @@ class GhostItemTable:
 
 class _GhostLoss(nn.Module):
     """One user's mean next-item loss from given input item vectors and catalogue table (see
-    GhostItemTable); returns (loss, the output states S) so the table's gradient can be formed outside."""
+    GhostItemTable); the auxiliary output is what forms the table's gradient outside: the output states S
+    (L, D) and the softmax over the catalogue (L, I)."""
 
     def __init__(self, model: NextActionModel) -> None:
         super().__init__()
@@ -329,17 +339,12 @@ class _GhostLoss(nn.Module):
         timestamps: torch.Tensor,
         x_vecs: torch.Tensor,
         table: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.model
-        x_items, targets = items[None, :-1], items[None, 1:]
-        h = m(x_items, behaviors[None, :-1], timestamps[None, :-1], item_vecs=x_vecs[None])  # (1, L, D)
-        keep = (targets != PAD) & (x_items != PAD)
-        targets = torch.where(keep, targets, torch.ones_like(targets))
-        logits = (h @ table.T).float()
-        logits = logits.masked_fill(torch.arange(logits.shape[-1]) == PAD, float("-inf"))
-        nll = torch.logsumexp(logits, dim=-1) - logits.gather(-1, targets[..., None])[..., 0]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        nll, keep, h, logits = window_nll(
+            self.model, items[None], behaviors[None], timestamps[None], item_vecs=x_vecs[None], table=table
+        )
         loss = torch.where(keep, nll, 0.0).sum() / keep.sum().clamp(min=1)
-        return loss, h[0].detach()
+        return loss, (h[0].detach(), torch.softmax(logits[0], dim=-1).detach())
 
 
 def fit_private(
@@ -408,11 +413,11 @@ def fit_private(
     loss = UserLoss(model)
     params = {n: p for n, p in loss.named_parameters() if p.requires_grad}
     buffers = dict(loss.named_buffers())
-    grads_of = per_user_gradients(loss, params, buffers)
     noise_gen = torch.Generator().manual_seed(cfg.seed * 7919 + 1)
     opt = torch.optim.Adam(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # plain ID models: the item table's per-user gradients are never materialised (ghost clipping)
     ghost = GhostItemTable(model, params) if GhostItemTable.fits(model) else None
+    grads_of = per_user_gradients(loss, params, buffers) if ghost is None else None
     C = pcfg.max_grad_norm
     exclude_seen = default_exclude_seen(data) if cfg.exclude_seen is None else cfg.exclude_seen
     valid_seqs = select_users(data.seqs, held)
@@ -443,6 +448,7 @@ def fit_private(
                 if ghost is not None:
                     values = ghost.add_clipped(sums, b.items, b.behaviors, b.timestamps, max_norm=C)
                 else:
+                    assert grads_of is not None
                     grads, values = grads_of(b.items, b.behaviors, b.timestamps)
                     add_clipped(sums, grads, max_norm=C)
                 total += float(values.sum())

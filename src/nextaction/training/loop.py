@@ -347,16 +347,16 @@ def held_out_users(data: PreparedDataset, cfg: TrainConfig) -> np.ndarray | None
 def learned_sequences(data: PreparedDataset, cfg: TrainConfig, learned_valid: np.ndarray | None) -> Sequences:
     """What the model learns from: every TRAIN event, the learned validation events, and nothing at all of
     the held-out users (train.holdout_users)."""
-    also = learned_valid
     held = held_out_users(data, cfg)
     if held is None:
-        return training_sequences(data.seqs, also=also)
+        return training_sequences(data.seqs, also=learned_valid)
     lengths = np.diff(np.asarray(data.seqs.offsets))
     is_held = np.zeros(len(lengths), dtype=bool)
     is_held[held] = True
-    of_held = np.repeat(is_held, lengths)
-    keep = ((np.asarray(data.seqs.split) == TRAIN) | (False if also is None else also)) & ~of_held
-    return training_sequences(data.seqs, only=keep)
+    keep = np.asarray(data.seqs.split) == TRAIN
+    if learned_valid is not None:
+        keep |= learned_valid
+    return training_sequences(data.seqs, only=keep & ~np.repeat(is_held, lengths))
 
 
 def trained_view(data: PreparedDataset, cfg: TrainConfig) -> PreparedDataset:
