@@ -53,6 +53,7 @@ bench-scenarios: $(STAMP)
 # with the membership audit of every model (BENCHMARKS.md "Privacy")
 bench-privacy: $(STAMP)
 	$(BIN)/python bench/bench_privacy.py
+	$(BIN)/python bench/bench_federated.py
 
 # Encoding, then id vs id+text on Beauty (standard and cold-item split), two seeds each (~2 h on 2 cores;
 # --only/--seeds/--reuse split it over processes, see bench/bench_text.py)

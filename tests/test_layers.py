@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("text", ("text",)),
     ("explain", ("explain", "retrieval", "routing")),
     ("predictor", ("predictor", "workflow")),
+    ("federated", ("federated",)),
     ("service", ("server", "demo", "cli", "__main__")),
 ]
 

@@ -31,6 +31,11 @@ items_app = typer.Typer(
     help="The catalogue of a trained model: add new items by their text.", no_args_is_help=True
 )
 app.add_typer(items_app, name="items")
+federated_app = typer.Typer(
+    help="Federated training with Flower: clients train on their own users' events and send only weights.",
+    no_args_is_help=True,
+)
+app.add_typer(federated_app, name="federated")
 
 out = Console()
 err = Console(stderr=True)
@@ -717,6 +722,134 @@ def demo(
 
         store = f"sqlite:///{out_dir / 'events.db'}"
         run_server(ServeConfig(model_dir=str(out_dir / "model"), store=store), port=port, announce=out.print)
+
+
+# ---- federated ---------------------------------------------------------------------------------------
+
+FedConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML with \\[model], \\[train], \\[federated]")
+]
+
+
+def _federated_sections(data: Path, config: Path | None, sets: list[str] | None) -> dict[str, Any]:
+    from nextaction.federated.runner import check_sections
+
+    return check_sections(data, config, sets or [])
+
+
+def _federated_report(result: dict[str, Any], model_dir: Path, json_: bool) -> None:
+    if json_:
+        _print_json(result)
+        return
+    _metrics_table(result, title=f"test metrics of the federated model ({model_dir})")
+    fed = json.loads((model_dir / "config.json").read_text())["federated"]
+    out.print(
+        f"{fed['rounds_run']} rounds, best round {fed['best_round']} (federated validation NDCG@10 "
+        f"{fed['best_valid_NDCG@10']:.4f}), median round {fed['round_s_median']:.1f} s and "
+        f"{fed['bytes_per_round_median'] / 1e6:.2f} MB; per round: {model_dir / 'metrics.jsonl'}"
+    )
+
+
+@federated_app.command("split")
+def federated_split(
+    data: Annotated[Path, typer.Argument(help="prepared dataset (nextaction prepare)")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder for client-00, client-01, …")],
+    clients: Annotated[int, typer.Option("--clients", help="number of clients")] = 10,
+    by: Annotated[
+        str, typer.Option("--by", help="iid (random users) or an item column: users go by its dominant value")
+    ] = "iid",
+    segment: Annotated[
+        int | None,
+        typer.Option("--segment", help="with --by COLUMN: use part K of 'a|b|c' values (-1 = last)"),
+    ] = None,
+    holdout_users: Annotated[
+        int,
+        typer.Option("--holdout-users", help="leave out train.holdout_users=N's users (audit non-members)"),
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the iid draw")] = 0,
+) -> None:
+    """Split one prepared log into client logs with disjoint users (a demo or benchmark federation)."""
+    from nextaction.data.dataset import PreparedDataset
+    from nextaction.federated.partition import write_clients
+
+    dirs = write_clients(
+        PreparedDataset.load(data),
+        out_dir,
+        clients,
+        by=by,
+        segment=segment,
+        seed=seed,
+        holdout_users=holdout_users,
+    )
+    summary = json.loads((out_dir / "split.json").read_text())
+    out.print(f"[green]wrote[/green] {len(dirs)} client logs to {out_dir}: users {summary['users']}")
+
+
+@federated_app.command("serve")
+def federated_serve(
+    data: Annotated[
+        Path, typer.Argument(help="prepared dataset: the item catalogue (and the evaluation users)")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="model directory to write")],
+    port: Annotated[int, typer.Option(help="the SuperLink's port (clients connect to HOST:PORT)")] = 9092,
+    config: FedConfigOpt = None,
+    set_: SetOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Start the aggregation server (a Flower SuperLink) and run FedAvg once federated.min_clients connect."""
+    from nextaction.federated.runner import serve
+
+    sections = _federated_sections(data, config, set_)
+    err.print(
+        f"SuperLink on port {port}: start clients with `nextaction federated client DATA --server HOST:{port}`"
+    )
+    result = serve(data, out_dir, sections=sections, port=port)
+    _federated_report(result, out_dir, json_)
+
+
+@federated_app.command("client")
+def federated_client(
+    data: Annotated[Path, typer.Argument(help="this client's own prepared log (same item vocabulary)")],
+    server: Annotated[str, typer.Option("--server", help="the SuperLink, HOST:PORT")] = "127.0.0.1:9092",
+    port: Annotated[int, typer.Option(help="this SuperNode's own port")] = 9094,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = all cores)")] = 0,
+) -> None:
+    """Join a federation as one client (a Flower SuperNode); runs until stopped (Ctrl-C)."""
+    from nextaction.federated.runner import client
+
+    code = client(data, server, port=port, threads=threads)
+    raise typer.Exit(code)
+
+
+@federated_app.command("run")
+def federated_run(
+    data: Annotated[Path, typer.Argument(help="prepared dataset to split into clients (nextaction prepare)")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="model directory to write")],
+    clients: Annotated[int, typer.Option("--clients", help="number of local clients")] = 10,
+    by: Annotated[str, typer.Option("--by", help="iid or an item column (see `federated split`)")] = "iid",
+    segment: Annotated[int | None, typer.Option("--segment", help="see `federated split`")] = None,
+    config: FedConfigOpt = None,
+    set_: SetOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """The whole federation on this machine: split DATA, one SuperNode per client, the SuperLink, FedAvg."""
+    from nextaction.data.dataset import PreparedDataset
+    from nextaction.federated.partition import write_clients
+    from nextaction.federated.runner import run_local
+
+    sections = _federated_sections(data, config, set_)
+    holdout = int(sections.get("train", {}).get("holdout_users", 0))
+    dirs = write_clients(
+        PreparedDataset.load(data),
+        out_dir / "clients",
+        clients,
+        by=by,
+        segment=segment,
+        holdout_users=holdout,
+    )
+    err.print(f"{clients} clients in {out_dir / 'clients'}; Flower logs in {out_dir / '.flower'}")
+    result = run_local(data, dirs, out_dir, sections=sections)
+    _federated_report(result, out_dir, json_)
 
 
 def main() -> None:

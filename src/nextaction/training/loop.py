@@ -308,7 +308,7 @@ def validation_users(data: PreparedDataset, cfg: TrainConfig) -> tuple[np.ndarra
         if n < 1:
             raise ValueError("train.holdout_users needs users with validation targets")
         validated = np.sort(examples.user_idx[np.random.default_rng(0).permutation(len(examples))[:n]])
-        holdout = int(loo)
+        holdout = int(loo and cfg.valid_holdout > 0)  # valid_holdout=0: learn no validation event
     elif not n or n >= len(examples):
         return None, None
     else:

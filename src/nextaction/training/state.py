@@ -29,7 +29,8 @@ class TrainConfig:
     # stay unseen. 0 = validate on every user and learn from no validation event.
     valid_holdout: int = 5000
     # Users (a fixed sample with validation targets, seed 0) whose events are never trained on: validation
-    # and checkpoint selection read them only. Private training holds users out so (privacy/dp.py); they
+    # and checkpoint selection read them only; the others' validation events are learned on leave-one-out
+    # splits unless valid_holdout=0. Private training holds users out so (privacy/dp.py); they
     # are the non-members of the membership audit (privacy/audit.py). 0 = none.
     holdout_users: int = 0
     # Models with item text: new (text-only) items get the largest score offset that costs at most this
