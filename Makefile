@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install browser bench bench-data bench-behaviors bench-scenarios bench-privacy bench-text bench-serve bench-explain bench-scale ablate gpu-carry gpu-dry-run clean
+.PHONY: demo test lint install browser bench bench-data bench-behaviors bench-scenarios bench-privacy bench-batch bench-warm bench-tune bench-text bench-serve bench-explain bench-scale ablate gpu-carry gpu-dry-run clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,8 +49,21 @@ bench-behaviors: $(STAMP)
 bench-scenarios: $(STAMP)
 	$(BIN)/python bench/bench_scenarios.py
 
+# every Beauty user's top-50 into Parquet (needs the Beauty model of `make bench`)
+bench-batch: $(STAMP)
+	$(BIN)/python bench/bench_batch.py
+
+# warm start against a full retrain on MovieLens-100k by time (~5 min)
+bench-warm: $(STAMP)
+	$(BIN)/python bench/bench_warm.py
+
+# a 30-minute Optuna search on MovieLens-100k against the defaults (~35 min)
+bench-tune: $(STAMP)
+	$(BIN)/python bench/bench_tune.py
+
 # Private training (user-level DP-SGD) on Beauty and MovieLens-100k at ε 1…16 and ∞, ID and text designs,
-# with the membership audit of every model (BENCHMARKS.md "Privacy")
+# with the membership audit of every model (BENCHMARKS.md "Privacy"),
+# then federated training on Beauty (bench_federated.py, "Federated")
 bench-privacy: $(STAMP)
 	$(BIN)/python bench/bench_privacy.py
 	$(BIN)/python bench/bench_federated.py

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("privacy", ("privacy",)),
     ("text", ("text",)),
     ("explain", ("explain", "retrieval", "routing")),
-    ("predictor", ("predictor", "workflow")),
+    ("predictor", ("predictor", "workflow", "batch", "tuning")),
     ("federated", ("federated",)),
     ("service", ("server", "demo", "cli", "__main__")),
 ]

@@ -208,6 +208,10 @@ def train(
             "--holdout-items", help="cold-start protocol: remove this fraction of items from training"
         ),
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option("--init-from", help="warm start: continue this trained model on the (grown) log"),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Train the next-action transformer; keeps the best checkpoint by validation NDCG@10.
@@ -254,6 +258,7 @@ def train(
             sets=set_ or [],
             resume=resume,
             holdout_items=holdout_items,
+            init_from=init_from,
             log=err.print,
             on_epoch=on_epoch,
             progress=on_step,
@@ -416,7 +421,7 @@ def evaluate(
 @app.command()
 def recommend(
     model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
-    user: Annotated[str, typer.Option("--user", help="user id from the training data")],
+    user: Annotated[str | None, typer.Option("--user", help="user id from the training data")] = None,
     k: Annotated[int, typer.Option("--k", help="how many items")] = 10,
     split: Annotated[str, typer.Option(help="history up to this split's target: test, valid or all")] = "all",
     behavior: Annotated[
@@ -425,14 +430,36 @@ def recommend(
     outcome: Annotated[
         bool, typer.Option("--outcome", help="beside each item: P(each behaviour | it is the next event)")
     ] = False,
+    all_users: Annotated[
+        bool, typer.Option("--all-users", help="every user of the model's data, into --out (Parquet)")
+    ] = False,
+    users: Annotated[
+        Path | None,
+        typer.Option("--users", help="file of user ids (one a line, or a user_id column) → --out"),
+    ] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Parquet file for --all-users/--users")
+    ] = None,
+    exclude_seen: Annotated[
+        bool | None,
+        typer.Option(
+            "--exclude-seen/--keep-seen", help="batch: drop items the user has seen (default: the model's)"
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Top-k next items for a known user, from their history (optionally for one behaviour).
 
     With --outcome each item also gets the probability of each behaviour if the user's next event is on it:
-    for exercises, which problem a student will attempt next and P(correct) on it."""
+    for exercises, which problem a student will attempt next and P(correct) on it. With --all-users or
+    --users FILE: every such user's top-k into one Parquet file (user_id, rank, item_id, score, title)."""
     from nextaction.predictor import Predictor
 
+    if all_users or users is not None:
+        _recommend_batch(model_dir, k, all_users, users, out_path, behavior, exclude_seen, json_)
+        return
+    if user is None:
+        raise InputError("give --user ID, or --all-users / --users FILE with --out recs.parquet")
     p = Predictor.load(model_dir)
     history = p.history(user, split=split)
     items = p.item_entries(p.recommend(history, k=k, behavior=behavior))
@@ -455,6 +482,70 @@ def recommend(
         cells = [f"{e['outcome'][b]:.3f}" for b in p.behaviors] if outcome and e.get("outcome") else []
         table.add_row(str(r), e["item_id"], *name, f"{e['score']:.3f}", *cells)
     out.print(table)
+
+
+def _recommend_batch(
+    model_dir: Path,
+    k: int,
+    all_users: bool,
+    users: Path | None,
+    out_path: Path | None,
+    behavior: str | None,
+    exclude_seen: bool | None,
+    json_: bool,
+) -> None:
+    import time
+
+    import polars as pl
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from nextaction.batch import read_user_list, write_parquet_atomic
+    from nextaction.predictor import Predictor
+
+    if all_users and users is not None:
+        raise InputError("give either --all-users or --users FILE, not both")
+    if out_path is None:
+        raise InputError("batch scoring writes a file: add --out recs.parquet")
+    wanted = None if users is None else read_user_list(users)
+    p = Predictor.load(model_dir)
+    t0 = time.perf_counter()
+    with Progress(
+        TextColumn("scoring users"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("users", total=None)
+        frame = p.recommend_all(
+            k,
+            users=wanted,
+            behavior=behavior,
+            exclude_seen=exclude_seen,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    seconds = time.perf_counter() - t0
+    write_parquet_atomic(frame, out_path)
+    summary = {
+        "out": str(out_path),
+        "users": frame["user_id"].n_unique(),
+        "rows": frame.height,
+        "unknown_users": len(p.last_unknown),
+        "seconds": round(seconds, 2),
+    }
+    if p.last_unknown:
+        rejects = out_path.with_name(out_path.stem + ".unknown_users.csv")
+        pl.DataFrame({"user_id": p.last_unknown, "reason": "unknown user"}).write_csv(rejects)
+        summary["unknown_users_file"] = str(rejects)
+    if json_:
+        _print_json(summary)
+        return
+    out.print(
+        f"[green]wrote[/green] {out_path}: top-{k} for {summary['users']:,} users ({summary['rows']:,} rows) "
+        f"in {seconds:.1f} s"
+        + (
+            f"; {len(p.last_unknown)} unknown users listed in {summary['unknown_users_file']}"
+            if p.last_unknown
+            else ""
+        )
+    )
 
 
 @app.command()
@@ -542,22 +633,49 @@ def history(
 @app.command()
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="trained model directory")],
-    user: Annotated[str, typer.Option("--user", help="user id; unknown users get an empty history")],
-    items: Annotated[str, typer.Option("--items", help="candidate item ids, comma-separated")],
+    user: Annotated[
+        str | None, typer.Option("--user", help="user id; unknown users get an empty history")
+    ] = None,
+    items: Annotated[str | None, typer.Option("--items", help="candidate item ids, comma-separated")] = None,
     next_: Annotated[
         bool,
         typer.Option(
             "--next", help="P(each behaviour | the next event is on the item): e.g. P(correct) on an exercise"
         ),
     ] = False,
+    pairs: Annotated[
+        Path | None, typer.Option("--pairs", help="CSV/Parquet of user_id,item_id rows, scored into --out")
+    ] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Parquet file for --pairs")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Probability of each behaviour (view, cart, buy …) of the user on each candidate item.
 
     By default: what the user will do on the item within the next events. With --next: which behaviour the
-    next event will be if it is on the item (the probabilities of an item sum to 1)."""
+    next event will be if it is on the item (the probabilities of an item sum to 1). With --pairs FILE: every
+    (user_id, item_id) row of the file, into --out (Parquet: user_id, item_id, one column per behaviour,
+    note)."""
     from nextaction.predictor import Predictor
 
+    if pairs is not None:
+        from nextaction.batch import predict_pairs, read_pairs, write_parquet_atomic
+
+        if out_path is None:
+            raise InputError("--pairs writes a file: add --out probs.parquet")
+        table_in = read_pairs(pairs)
+        frame = predict_pairs(Predictor.load(model_dir), table_in, next_event=next_)
+        write_parquet_atomic(frame, out_path)
+        notes = frame["note"].value_counts().drop_nulls().rows()
+        summary = {"out": str(out_path), "rows": frame.height, "notes": {n: c for n, c in notes}}
+        if json_:
+            _print_json(summary)
+        else:
+            out.print(
+                f"[green]wrote[/green] {out_path}: {frame.height:,} rows; notes {summary['notes'] or 'none'}"
+            )
+        return
+    if user is None or items is None:
+        raise InputError("give --user ID --items i1,i2 (or --pairs FILE --out probs.parquet)")
     p = Predictor.load(model_dir)
     candidates = [i.strip() for i in items.split(",") if i.strip()]
     if not candidates:
@@ -722,6 +840,56 @@ def demo(
 
         store = f"sqlite:///{out_dir / 'events.db'}"
         run_server(ServeConfig(model_dir=str(out_dir / "model"), store=store), port=port, announce=out.print)
+
+
+@app.command()
+def tune(
+    source: Annotated[str, typer.Argument(help="raw event log or a prepared dataset directory")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="study folder (resumes the search in it)")],
+    trials: Annotated[int | None, typer.Option("--trials", help="trials to run now")] = None,
+    minutes: Annotated[
+        float | None, typer.Option("--minutes", help="stop starting trials after this")
+    ] = None,
+    space: Annotated[
+        Path | None, typer.Option("--space", help="TOML of \\[model]/\\[train] ranges (default: built in)")
+    ] = None,
+    pruner: Annotated[str, typer.Option(help="median, hyperband or none")] = "median",
+    seed: Annotated[int, typer.Option(help="seed of the TPE sampler")] = 0,
+    format: FormatOpt = None,
+    map: MapOpt = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML with fixed \\[model], \\[train], \\[prepare]")
+    ] = None,
+    set_: SetOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Search model and training settings with Optuna on validation NDCG@10 (test events are never read).
+
+    Writes OUT/best.toml for `nextaction train … --config OUT/best.toml`, OUT/trials.csv and OUT/trials.png."""
+    from nextaction.tuning import load_space, tune_source
+
+    result = tune_source(
+        source,
+        out_dir,
+        format=format,
+        mapping=parse_mapping(map),
+        config_path=config,
+        sets=set_ or [],
+        log=err.print,
+        trials=trials,
+        minutes=minutes,
+        space=load_space(space),
+        pruner=pruner,
+        seed=seed,
+    )
+    if json_:
+        _print_json(result)
+        return
+    out.print(
+        f"best trial {result['best_trial']}: validation NDCG@10 {result['best_value']:.4f} with "
+        f"{result['best_params']}; trials {result['trials']}"
+    )
+    out.print(f"train it: nextaction train {source} --config {result['best_config']} --out MODEL")
 
 
 # ---- federated ---------------------------------------------------------------------------------------

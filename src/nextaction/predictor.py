@@ -22,7 +22,7 @@ gets predictions from what the model learned about everyone (popular items, base
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import polars as pl
 import torch
 
 from nextaction import explain as ex
-from nextaction.batches import Batch, from_lists
+from nextaction.batches import Batch, from_lists, history_batch
 from nextaction.behavior.calibration import probabilities
 from nextaction.behavior.candidates import primary_behavior
 from nextaction.behavior.propensity import PropensityModel, PropensityStage
@@ -329,6 +329,108 @@ class Predictor:
             [(self._item_ids[i], float(v)) for v, i in zip(vals, idx, strict=True)]
             for vals, idx in zip(top.values.tolist(), top.indices.tolist(), strict=True)
         ]
+
+    def _user_rows(self, users: Sequence[str] | None) -> tuple[np.ndarray, list[str], list[str]]:
+        """(user_idx of the users to score, their ids, the ids the model does not know)."""
+        ids = self.data.users["user_id"].to_list()
+        if users is None:
+            return np.arange(1, len(ids) + 1), ids, []
+        index = self.data.user_index()
+        known = [str(u) for u in users if str(u) in index]
+        unknown = [str(u) for u in users if str(u) not in index]
+        return np.array([index[u] for u in known], dtype=np.int64), known, unknown
+
+    @torch.no_grad()
+    def recommend_all(
+        self,
+        k: int = 10,
+        *,
+        users: Sequence[str] | None = None,
+        exclude_seen: bool | None = None,
+        behavior: str | None = None,
+        chunk: int = 1024,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> pl.DataFrame:
+        """Batch scoring: top-``k`` items for each user as a polars DataFrame with columns user_id, rank (1 =
+        best), item_id, score (+ title when the catalogue has titles); users in the order given (default: every
+        user of the model's data). The same answers as :meth:`recommend` on each user's whole history (tested),
+        straight from the CSR arrays, ``chunk`` users per forward pass (memory: chunk × catalogue scores).
+        Unknown users are left out and listed in :attr:`last_unknown`. With ``behavior``: the items the user
+        will most likely do that on next, scored by the calibrated probability (as ``recommend(…, behavior=)``).
+        ``progress(done, total)`` after each chunk."""
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        rows, ids, unknown = self._user_rows(users)
+        self.last_unknown = unknown
+        seqs = self.data.seqs
+        offsets = np.asarray(seqs.offsets)
+        all_items = np.asarray(seqs.items, dtype=np.int64)
+        exclude = self.exclude_seen if exclude_seen is None else exclude_seen
+        if behavior is not None:
+            stats = self._require_head()
+            b = self.behavior_index(behavior)
+            exclude = bool(exclude_seen)  # as recommend(…, behavior=): seen items stay candidates unless told
+        n_items = self.model.cfg.n_items
+        k = min(k, n_items)
+        pop = self.popularity()
+        top_idx = np.zeros((len(rows), k), dtype=np.int64)
+        top_val = np.zeros((len(rows), k), dtype=np.float32)
+        self.model.eval()
+        for lo in range(0, len(rows), chunk):
+            r = rows[lo : lo + chunk]
+            start, end = offsets[r], offsets[r + 1]
+            if behavior is None:
+                s = score_histories(self.model, history_batch(seqs, start, end, self.model.cfg.max_len))
+                empty = torch.from_numpy(end == start)
+                if empty.any():
+                    s[empty] = pop  # nothing known: the most popular items (recommend_many's rule)
+            else:
+                s = torch.from_numpy(
+                    rerank_for_behavior(
+                        self.model,
+                        seqs,
+                        start,
+                        end,
+                        b,
+                        shortlist=max(SHORTLIST, k),
+                        stats=stats,
+                        t_query=np.full(len(r), np.inf),
+                        ranker=self.ranker,
+                    )
+                ).float()
+            s[:, 0] = float("-inf")
+            if exclude:
+                n = end - start
+                seen_rows = np.repeat(np.arange(len(r)), n)
+                # positions start[b] … end[b] - 1 of every row, without a Python loop
+                pos = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(start, n)
+                seen = all_items[pos]
+                s[torch.from_numpy(seen_rows), torch.from_numpy(seen)] = float("-inf")
+            top = torch.topk(s, k, dim=1)
+            top_idx[lo : lo + len(r)] = top.indices.numpy()
+            top_val[lo : lo + len(r)] = top.values.numpy()
+            if progress is not None:
+                progress(min(lo + chunk, len(rows)), len(rows))
+        # a user whose candidates ran out (a catalogue smaller than k after exclusions) has -inf tails
+        valid = np.isfinite(top_val).reshape(-1)
+        if behavior is not None:
+            logits = np.zeros((*top_val.shape, len(self.behaviors)))
+            logits[..., b - 1] = np.nan_to_num(top_val, neginf=-100.0)
+            top_val = self._probs(logits)[..., b - 1].astype(np.float32)
+        item_ids = np.asarray(self._item_ids, dtype=object)
+        flat = top_idx.reshape(-1)
+        frame = pl.DataFrame(
+            {
+                "user_id": np.repeat(np.asarray(ids, dtype=object), k).tolist(),
+                "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows)),
+                "item_id": item_ids[flat].tolist(),
+                "score": top_val.reshape(-1),
+            },
+            schema={"user_id": pl.Utf8, "rank": pl.Int32, "item_id": pl.Utf8, "score": pl.Float32},
+        ).filter(pl.Series(valid))
+        if titles := self.titles:
+            frame = frame.with_columns(pl.col("item_id").replace_strict(titles, default=None).alias("title"))
+        return frame
 
     def _batch(self, encoded: Sequence[tuple[np.ndarray, ...]], rows: list[int]) -> Batch:
         """The padded batch of the encoded histories ``rows`` (each cut to the model's max_len)."""

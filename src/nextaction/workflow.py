@@ -69,11 +69,16 @@ def train_model(
     sets: list[str] | None = None,
     resume: bool = False,
     holdout_items: float | None = None,
+    init_from: str | Path | None = None,
     log: Log = _quiet,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: Callable[[int, int, float, float], None] | None = None,
 ) -> dict[str, Any]:
     """Prepare (if ``source`` is raw events), train, save and evaluate a model into ``out``.
+
+    ``init_from`` (a model directory): a warm start. The old model's [model] settings are the defaults, its
+    weights the starting point (items matched by id; new items start fresh: training/warm.py), the schedule
+    is short (``WARM_START_EPOCHS`` unless ``train.epochs`` is set) and the optimiser starts afresh.
 
     With an item table (``items``, or a ``[text]`` section, or ``model.fusion`` other than ``id``) item text
     is encoded and fused into the item representation (default fusion ``id+text``). ``holdout_items``
@@ -84,7 +89,6 @@ def train_model(
     be on a shared file system), train their shards quietly, and return rank 0's test result.
     """
     from nextaction.device import device_precision
-    from nextaction.model import ModelConfig
     from nextaction.scoring import default_exclude_seen
     from nextaction.training import distributed
     from nextaction.training.checkpoint import save_model
@@ -106,7 +110,7 @@ def train_model(
     try:
         data_dir = out / "data"
         if main:
-            data = _training_data(
+            data = training_data(
                 source,
                 data_dir,
                 sections=sections,
@@ -146,27 +150,42 @@ def train_model(
             )
             if main:
                 distributed.barrier()
-        model_cfg = build(
-            ModelConfig,
-            {
-                "n_items": data.n_items,
-                "n_behaviors": len(data.behaviors),
-                "text_dim": 0 if item_text is None else item_text.shape[1],
-                "fusion": "id" if item_text is None else "id+text",
-                # behaviour probabilities are the point of a multi-behaviour log; single-behaviour logs
-                # skip the head unless asked (it would only predict "interacts"). Private models too: the
-                # head reads item statistics counted over every user (privacy.dp.check_private).
-                "behavior_head": len(data.behaviors) > 2 and not privacy_cfg.enabled,
-                # repeats are served there (seen items stay candidates): score them as such
-                "repeat_score": len(data.behaviors) > 2,
-                # a log without a clock has position steps for gaps: nothing to learn from them
-                "time_gaps": data.clock != CLOCK_POSITIONS,
-                **sections["model"],
-                **_categories(data, categorical),
-            },
-            where="[model]",
+        warm = None
+        if init_from is not None:
+            if privacy_cfg.enabled or info.distributed or resume:
+                raise InputError("--init-from does not combine with privacy.epsilon, torchrun or --resume")
+            warm = _warm_start_source(init_from, data)
+            # the old model's settings are the defaults: the same shapes, so its weights fit
+            inherited = {k: v for k, v in warm["config"]["model"].items() if k not in _DATA_SIZED}
+            sections = {**sections, "model": {**inherited, **sections["model"]}}
+        model_cfg = model_config_for(
+            data,
+            sections["model"],
+            text_dim=0 if item_text is None else item_text.shape[1],
+            private=privacy_cfg.enabled,
         )
-        if model_cfg.fusion == "id+text" and "epochs" not in sections["train"]:
+        init_weights, warm_report = None, None
+        if warm is not None:
+            import torch
+
+            from nextaction.model import NextActionModel
+            from nextaction.training.state import WARM_START_EPOCHS
+            from nextaction.training.warm import carry_over
+
+            if "epochs" not in sections["train"]:
+                train_cfg = replace(train_cfg, epochs=WARM_START_EPOCHS)
+            torch.manual_seed(train_cfg.seed)  # new items' rows: fit's own initialisation
+            init_weights, warm_report = carry_over(
+                warm["weights"], warm["item_ids"], NextActionModel(model_cfg).state_dict(),
+                data.items[ITEM_ID].to_list(), model_cfg,
+            )  # fmt: skip
+            warm_report = {"from": str(init_from), **warm_report, "epochs": train_cfg.epochs}
+            log(
+                f"warm start from {init_from}: {warm_report['items_kept']} items kept, "
+                f"{warm_report['items_new']} new, {warm_report['items_dropped']} dropped; "
+                f"{train_cfg.epochs} epochs"
+            )
+        if model_cfg.fusion == "id+text" and "epochs" not in sections["train"] and warm is None:
             train_cfg = replace(train_cfg, epochs=TEXT_MODEL_EPOCHS)
         # private training computes per-user gradients in fp32 (privacy/dp.py)
         precision = "fp32" if privacy_cfg.enabled else device_precision(train_cfg.precision, info.device)
@@ -218,6 +237,7 @@ def train_model(
                 progress=progress,
                 item_text=item_text,
                 dist_info=info,
+                init_weights=init_weights,
             )
         if main:
             exclude_seen = (
@@ -247,6 +267,7 @@ def train_model(
                     "text": text_info,
                     "world_size": info.world_size,
                     "privacy": privacy,
+                    "warm_start": warm_report,
                 },
             )
             plot_metrics(out)
@@ -261,6 +282,54 @@ def train_model(
         distributed.shutdown()
 
 
+# ModelConfig fields that follow the data (never inherited by a warm start)
+_DATA_SIZED = ("n_items", "n_behaviors", "category_sizes")
+
+
+def _warm_start_source(model_dir: str | Path, data: PreparedDataset) -> dict[str, Any]:
+    """The old model's weights, config and item ids; its behaviours must be the new log's."""
+    from nextaction.training.checkpoint import load_model
+
+    model, config = load_model(model_dir)
+    old = PreparedDataset.load(Path(model_dir) / "data")
+    if old.behaviors != data.behaviors:
+        raise InputError(
+            f"--init-from {model_dir}: its behaviours ({', '.join(old.behaviors[1:])}) are not the new log's "
+            f"({', '.join(data.behaviors[1:])}); a warm start needs the same behaviours"
+        )
+    return {"weights": model.state_dict(), "config": config, "item_ids": old.items[ITEM_ID].to_list()}
+
+
+def model_config_for(
+    data: PreparedDataset, model_section: Mapping[str, Any], *, text_dim: int = 0, private: bool = False
+) -> Any:
+    """The ModelConfig ``train`` builds for ``data``: the data's sizes and the defaults that depend on the
+    log, then ``[model]`` (``model_section``) on top."""
+    from nextaction.model import ModelConfig
+
+    categorical = tuple(model_section.get("categorical", ()))
+    return build(
+        ModelConfig,
+        {
+            "n_items": data.n_items,
+            "n_behaviors": len(data.behaviors),
+            "text_dim": text_dim,
+            "fusion": "id" if not text_dim else "id+text",
+            # behaviour probabilities are the point of a multi-behaviour log; single-behaviour logs
+            # skip the head unless asked (it would only predict "interacts"). Private models too: the
+            # head reads item statistics counted over every user (privacy.dp.check_private).
+            "behavior_head": len(data.behaviors) > 2 and not private,
+            # repeats are served there (seen items stay candidates): score them as such
+            "repeat_score": len(data.behaviors) > 2,
+            # a log without a clock has position steps for gaps: nothing to learn from them
+            "time_gaps": data.clock != CLOCK_POSITIONS,
+            **model_section,
+            **_categories(data, categorical),
+        },
+        where="[model]",
+    )
+
+
 def _categories(data: PreparedDataset, columns: tuple[str, ...]) -> dict[str, Any]:
     """model.categorical as a tuple with each column's vocabulary size (from the item table)."""
     if not columns:
@@ -271,7 +340,7 @@ def _categories(data: PreparedDataset, columns: tuple[str, ...]) -> dict[str, An
     return {"categorical": columns, "category_sizes": sizes}
 
 
-def _training_data(
+def training_data(
     source: str | Path,
     data_dir: Path,
     *,
@@ -541,6 +610,16 @@ def evaluate_dir(
             f"user-level DP-SGD (ε = {privacy['epsilon']:.3g}, δ = {privacy['delta']:.3g}) on "
             f"{privacy['training_users']} users; {privacy['held_out_users']} held-out users never trained on "
             "(the checkpoint is chosen on them); test events never"
+        )
+    if warm := config.get("warm_start"):
+        result["protocol"]["warm_start"] = (
+            f"warm start from {warm['from']} ({warm['items_kept']} items kept, {warm['items_new']} new, "
+            f"{warm['items_dropped']} dropped), then {warm['epochs']} epochs on this log"
+        )
+    if fed := config.get("federated"):
+        result["protocol"]["trained_on"] = (
+            f"federated ({fed['strategy']}): {fed['rounds_run']} rounds over clients' TRAIN events; "
+            "this directory's data/ was read for the catalogue and this evaluation only"
         )
     if users is not None:
         result["protocol"]["validation_users"] = (

@@ -36,7 +36,6 @@ from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, 
 
 from nextaction.config import build
 from nextaction.data.dataset import PreparedDataset
-from nextaction.data.schema import CLOCK_POSITIONS
 from nextaction.errors import InputError
 from nextaction.federated.local import FederatedConfig, local_train, local_validate
 from nextaction.model import ModelConfig, NextActionModel
@@ -60,18 +59,9 @@ def model_config(data: PreparedDataset, model_section: dict[str, Any]) -> ModelC
             "federated training does not train the behaviour head (its item statistics count every "
             "user's events, which no single party holds); remove model.behavior_head"
         )
-    return build(
-        ModelConfig,
-        {
-            "n_items": data.n_items,
-            "n_behaviors": len(data.behaviors),
-            "behavior_head": False,
-            "repeat_score": len(data.behaviors) > 2,
-            "time_gaps": data.clock != CLOCK_POSITIONS,
-            **model_section,
-        },
-        where="[model]",
-    )
+    from nextaction.workflow import model_config_for
+
+    return model_config_for(data, {**model_section, "behavior_head": False})
 
 
 # --- the client ------------------------------------------------------------------------------------------

@@ -389,11 +389,15 @@ def fit(
     progress: Callable[[int, int, float, float], None] | None = None,
     item_text: torch.Tensor | None = None,
     dist_info: DistInfo | None = None,
+    init_weights: dict[str, torch.Tensor] | None = None,
 ) -> tuple[NextActionModel, TrainState]:
     """Train on the TRAIN events of ``data``; keep the weights with the best validation NDCG@10.
 
     Writes ``metrics.jsonl`` and a resumable state to ``out_dir`` after every epoch. ``progress(step_in_epoch,
     steps_in_epoch, loss, events_per_s)`` is called after each step. Returns the best model, on the CPU.
+
+    ``init_weights``: start from these weights instead of a fresh initialisation (a warm start, see
+    training/warm.py); the optimiser and the schedule start afresh.
 
     Under torchrun (``dist_info`` defaults to :func:`distributed.init_from_env`) every rank calls this with
     the same arguments; rank 0 alone writes ``out_dir`` and calls ``on_epoch`` and ``progress``, and every
@@ -406,7 +410,10 @@ def fit(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = NextActionModel(model_cfg).to(device)
+    model = NextActionModel(model_cfg)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
+    model = model.to(device)
     if model_cfg.categorical:
         codes, _ = category_codes(data.items, tuple(model_cfg.categorical))
         model.item_categories.copy_(torch.from_numpy(codes))

@@ -12,6 +12,8 @@ from nextaction.model import ModelConfig
 # ended runs mid-schedule, at a high learning rate (test NDCG@10 0.0607-0.0633 over three runs); a 30-epoch
 # cosine anneals while they still improve (0.0637 and 0.0639, two seeds) in 40% fewer epochs.
 TEXT_MODEL_EPOCHS = 30
+# A warm start (train --init-from) continues a trained model on a grown log: a short schedule
+WARM_START_EPOCHS = 10
 
 
 @dataclass(frozen=True, kw_only=True)
