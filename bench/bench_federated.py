@@ -32,7 +32,7 @@ SPLITS = {"iid": ["--by", "iid"], "category": ["--by", "attributes", "--segment"
 
 
 def rel(cmd: list[str]) -> str:
-    return " ".join(["nextaction", *cmd[1:]]).replace(str(ROOT.parent), "..")
+    return " ".join(["nextaction", *cmd[1:]]).replace(str(ROOT) + "/", "").replace(str(ROOT.parent), "..")
 
 
 def prepared(*, reuse: bool) -> Path:

@@ -9,7 +9,7 @@ import json
 import polars as pl
 import pytest
 
-from factories import cyclic_dataset, funnel_dataset
+from factories import cyclic_dataset
 from nextaction import Predictor
 from nextaction.batch import predict_pairs
 from nextaction.model import ModelConfig
@@ -27,20 +27,6 @@ def model_dir(tmp_path_factory):
     tc = TrainConfig(epochs=8, batch_size=16, lr=5e-3, warmup_steps=5, precision="fp32")
     model, _ = fit(data, mc, tc, out_dir=out)
     save_model(out, model, tc, {"exclude_seen": True})
-    data.save(out / "data")
-    return out
-
-
-@pytest.fixture(scope="module")
-def funnel_dir(tmp_path_factory):
-    from nextaction.workflow import calibrate_model
-
-    out = tmp_path_factory.mktemp("funnel")
-    data = funnel_dataset(n_users=60, seed=2)
-    mc = ModelConfig(n_items=data.n_items, n_behaviors=len(data.behaviors), dim=16, behavior_head=True)
-    tc = TrainConfig(epochs=2, batch_size=32, warmup_steps=5, precision="fp32")
-    model, _ = fit(data, mc, tc, out_dir=out)
-    save_model(out, model, tc, {"exclude_seen": False, **calibrate_model(model, data, tc)})
     data.save(out / "data")
     return out
 

@@ -76,21 +76,6 @@ def test_bad_requests(model_dir):
         p.recommend([{"item_id": "i3", "timestamp": "yesterday"}])
 
 
-@pytest.fixture(scope="module")
-def funnel_dir(tmp_path_factory):
-    from factories import funnel_dataset
-    from nextaction.workflow import calibrate_model
-
-    out = tmp_path_factory.mktemp("funnel")
-    data = funnel_dataset(n_users=150, seed=2)
-    mc = ModelConfig(n_items=data.n_items, n_behaviors=len(data.behaviors), dim=16, behavior_head=True)
-    tc = TrainConfig(epochs=4, batch_size=32, warmup_steps=5, precision="fp32")
-    model, _ = fit(data, mc, tc, out_dir=out)
-    save_model(out, model, tc, {"exclude_seen": False, **calibrate_model(model, data, tc)})
-    data.save(out / "data")
-    return out
-
-
 def test_predict_gives_calibrated_probabilities_per_behaviour(funnel_dir):
     p = Predictor.load(funnel_dir)
     history = p.history("u5", split="all")
