@@ -337,3 +337,16 @@ def attempts_log(
     folds = root / "folds.csv"
     folds.write_text("user,fold\n" + "".join(f"s{s},{s % 5 + 1}\n" for s in range(n_students)))
     return log, items, folds
+
+
+def trained_model_dir(
+    out: Path, data: PreparedDataset, mc: ModelConfig, tc: TrainConfig, *, exclude_seen: bool = True
+) -> Path:
+    """Train ``data`` with ``fit`` and write a model directory (weights, config, data/) into ``out``."""
+    from nextaction.training.checkpoint import save_model
+    from nextaction.training.loop import fit
+
+    model, _ = fit(data, mc, tc, out_dir=out)
+    save_model(out, model, tc, {"exclude_seen": exclude_seen})
+    data.save(out / "data")
+    return out

@@ -9,12 +9,10 @@ import json
 import polars as pl
 import pytest
 
-from factories import cyclic_dataset
+from factories import cyclic_dataset, trained_model_dir
 from nextaction import Predictor
 from nextaction.batch import predict_pairs
 from nextaction.model import ModelConfig
-from nextaction.training.checkpoint import save_model
-from nextaction.training.loop import fit
 from nextaction.training.state import TrainConfig
 from test_cli import run
 
@@ -25,10 +23,7 @@ def model_dir(tmp_path_factory):
     data = cyclic_dataset(n_users=40, n_items=25, length=9)
     mc = ModelConfig(n_items=data.n_items, n_behaviors=2, dim=16, max_len=6, dropout=0.0)
     tc = TrainConfig(epochs=8, batch_size=16, lr=5e-3, warmup_steps=5, precision="fp32")
-    model, _ = fit(data, mc, tc, out_dir=out)
-    save_model(out, model, tc, {"exclude_seen": True})
-    data.save(out / "data")
-    return out
+    return trained_model_dir(out, data, mc, tc)
 
 
 def test_every_user_gets_what_recommend_gives_one_at_a_time(model_dir) -> None:

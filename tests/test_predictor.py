@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from factories import cyclic_dataset
+from factories import cyclic_dataset, trained_model_dir
 from nextaction import Predictor
 from nextaction.errors import InputError
 from nextaction.model import ModelConfig
-from nextaction.training.checkpoint import load_model, save_model
-from nextaction.training.loop import fit
+from nextaction.training.checkpoint import load_model
 from nextaction.training.state import TrainConfig
 
 
@@ -20,10 +19,7 @@ def model_dir(tmp_path_factory):
     data = cyclic_dataset(n_users=40, n_items=25, length=9)
     mc = ModelConfig(n_items=data.n_items, n_behaviors=2, dim=32, max_len=10, dropout=0.0)
     tc = TrainConfig(epochs=25, batch_size=16, lr=5e-3, warmup_steps=5, precision="fp32")
-    model, _ = fit(data, mc, tc, out_dir=out)
-    save_model(out, model, tc, {"exclude_seen": True})
-    data.save(out / "data")
-    return out
+    return trained_model_dir(out, data, mc, tc)
 
 
 def test_save_load_gives_identical_scores(model_dir):

@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from factories import cyclic_dataset
+from factories import cyclic_dataset, trained_model_dir
 from nextaction import Predictor
 from nextaction.data.schema import TEST
 from nextaction.model import ModelConfig
 from nextaction.retrieval import ExactIndex, recall_at_k
 from nextaction.scoring import evaluate_model
-from nextaction.training.checkpoint import save_model
-from nextaction.training.loop import fit
 from nextaction.training.state import TrainConfig
 
 
@@ -82,10 +80,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory):
     data = cyclic_dataset(n_users=30, n_items=40, length=9)
     mc = ModelConfig(n_items=data.n_items, n_behaviors=2, dim=16, max_len=10, dropout=0.0)
     tc = TrainConfig(epochs=3, batch_size=16, lr=5e-3, warmup_steps=2, precision="fp32", threads=1)
-    model, _ = fit(data, mc, tc, out_dir=out)
-    save_model(out, model, tc, {"exclude_seen": True})
-    data.save(out / "data")
-    return out
+    return trained_model_dir(out, data, mc, tc)
 
 
 def test_predictor_exact_index_gives_the_same_recommendations(model_dir) -> None:
