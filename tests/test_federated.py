@@ -166,6 +166,7 @@ def test_three_local_clients_train_a_model_that_evaluate_recommend_and_audit_rea
             "--set", "federated.rounds=2", "--set", "train.holdout_users=15", "--json"]  # fmt: skip
     code, stdout, err = run(args, capsys)
     assert code == 0, err
+    assert "round   1  3 clients" in err and "round   2  3 clients" in err  # progress as the rounds end
     assert json.loads(stdout)["metrics"]["NDCG@10"] > 0.3  # the cycle is learned (random ≈ 0.25)
     rounds = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2]

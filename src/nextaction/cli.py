@@ -905,6 +905,15 @@ def _federated_sections(data: Path, config: Path | None, sets: list[str] | None)
     return check_sections(data, config, sets or [])
 
 
+def _print_round(r: dict[str, Any]) -> None:
+    """One line per federated round as it ends: a run takes minutes a round."""
+    valid = f"  valid NDCG@10 {r['valid_NDCG@10']:.4f}" if "valid_NDCG@10" in r else ""
+    err.print(
+        f"round {r['round']:>3}  {r['clients']} clients  loss {r.get('train_loss', float('nan')):.4f}  "
+        f"{r['train_round_s']:.1f}s  {(r['bytes_down'] + r.get('bytes_up', 0)) / 1e6:.1f} MB{valid}"
+    )
+
+
 def _federated_report(result: dict[str, Any], model_dir: Path, json_: bool) -> None:
     if json_:
         _print_json(result)
@@ -971,7 +980,7 @@ def federated_serve(
     err.print(
         f"SuperLink on port {port}: start clients with `nextaction federated client DATA --server HOST:{port}`"
     )
-    result = serve(data, out_dir, sections=sections, port=port)
+    result = serve(data, out_dir, sections=sections, port=port, on_round=_print_round)
     _federated_report(result, out_dir, json_)
 
 
@@ -1016,7 +1025,7 @@ def federated_run(
         holdout_users=holdout,
     )
     err.print(f"{clients} clients in {out_dir / 'clients'}; Flower logs in {out_dir / '.flower'}")
-    result = run_local(data, dirs, out_dir, sections=sections)
+    result = run_local(data, dirs, out_dir, sections=sections, on_round=_print_round)
     _federated_report(result, out_dir, json_)
 
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -185,23 +185,49 @@ def supernode(
         _stop(proc)
 
 
-def submit(app_dir: Path, home: Path, port: int, *, log: Path, timeout: float | None = None) -> None:
-    """``flwr run APP`` against the SuperLink on ``port``; returns when the run has finished."""
+def submit(
+    app_dir: Path,
+    home: Path,
+    port: int,
+    *,
+    log: Path,
+    metrics: Path,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    timeout: float | None = None,
+) -> None:
+    """``flwr run APP`` against the SuperLink on ``port``; returns when the run has finished. ``on_round``
+    gets each line the ServerApp appends to ``metrics`` (metrics.jsonl) as the rounds end."""
     (home / "config.toml").write_text(
         '[superlink]\ndefault = "local"\n\n'
         f'[superlink.local]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
     )
+    seen = 0
+    deadline = None if timeout is None else time.monotonic() + timeout
     with open(log, "wb") as f:
-        done = subprocess.run(
+        proc = subprocess.Popen(
             [_bin("flwr"), "run", str(app_dir), "local", "--stream"],
             stdout=f,
             stderr=subprocess.STDOUT,
             env=flower_env(home),
-            timeout=timeout,
-            check=False,
         )
-    if done.returncode:
-        raise RuntimeError(f"flwr run exited with {done.returncode}; see {log}:\n{_tail(log)}")
+        try:
+            while proc.poll() is None or seen < _lines(metrics):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RuntimeError(f"the federated run took longer than {timeout:.0f} s; see {log}")
+                rows = metrics.read_text().splitlines() if metrics.exists() else []
+                for row in rows[seen:]:
+                    if on_round is not None:
+                        on_round(json.loads(row))
+                seen = len(rows)
+                time.sleep(1.0 if proc.poll() is None else 0)
+        finally:
+            _stop(proc)
+    if proc.returncode:
+        raise RuntimeError(f"flwr run exited with {proc.returncode}; see {log}:\n{_tail(log)}")
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 def check_sections(data: Path, config: Path | None, sets: list[str]) -> dict[str, Any]:
@@ -238,7 +264,13 @@ def _check_clients(clients: Sequence[Path]) -> None:
 
 
 def serve(
-    data: Path, out: Path, *, sections: dict[str, Any], port: int, timeout: float | None = None
+    data: Path,
+    out: Path,
+    *,
+    sections: dict[str, Any],
+    port: int,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
     """Start a SuperLink, submit the run, wait for it (clients connect with :func:`client`)."""
     home = out / ".flower"
@@ -247,7 +279,15 @@ def serve(
     dp = float(sections.get("federated", {}).get("dp_noise", 0.0)) > 0
     app = write_app(home / "app", data=data, out=out, sections=sections, dp=dp)
     with superlink(home, port, host="0.0.0.0"):  # clients on other machines connect to it
-        submit(app, home, port, log=home / "run.log", timeout=timeout)
+        submit(
+            app,
+            home,
+            port,
+            log=home / "run.log",
+            metrics=out / "metrics.jsonl",
+            on_round=on_round,
+            timeout=timeout,
+        )
     return _finished(out, home / "run.log")
 
 
@@ -272,6 +312,7 @@ def run_local(
     *,
     sections: dict[str, Any],
     threads: int = 0,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
     timeout: float | None = None,
 ) -> dict[str, Any]:
     """A whole federation on this machine: SuperLink, one SuperNode per client log, the run, then teardown."""
@@ -293,5 +334,13 @@ def run_local(
             stack.enter_context(
                 supernode(home, Path(c), f"127.0.0.1:{port}", name=f"client-{k:02d}", threads=threads)
             )
-        submit(app, home, port, log=home / "run.log", timeout=timeout)
+        submit(
+            app,
+            home,
+            port,
+            log=home / "run.log",
+            metrics=out / "metrics.jsonl",
+            on_round=on_round,
+            timeout=timeout,
+        )
     return _finished(out, home / "run.log")
